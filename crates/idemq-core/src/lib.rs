@@ -25,6 +25,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod adapter;
 pub mod engine;
 mod error;
 pub mod key;
