@@ -12,6 +12,9 @@
 //! Every test works in a fresh scope, so the suite can share one server with other runs.
 
 pub mod rules;
+mod unreachable;
+
+pub use unreachable::Unreachable;
 
 /// Generates one `#[tokio::test]` per rule of [`rules`] for a store.
 ///

@@ -1,0 +1,201 @@
+//! A two-tier store: a cache (Redis) in front of a durable store (a SQL table).
+//!
+//! The durable store is the truth; the cache only remembers which keys were *consumed*, so
+//! the common duplicate is answered without touching the database.
+//!
+//! - **claim** looks in the cache first: a consumed record there is a duplicate (or a
+//!   conflict, by fingerprint). Anything else (a miss, a cache error, a record still being
+//!   consumed) is decided by the durable store, whose answer stands.
+//! - **complete** writes the durable store first and only then the cache, so the cache never
+//!   claims more than the durable store holds.
+//! - **release** and **extend** go to the durable store only: leases live there.
+//!
+//! So if the cache is down or was restarted empty, every claim falls through to the durable
+//! store and nothing is processed twice; if the durable store is down, claims fail and
+//! nothing new is acknowledged (a key the cache remembers as consumed was durably consumed
+//! before, so acknowledging its duplicate is safe).
+#![warn(missing_docs)]
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use idemq_core::store::{ScopeStats, StoreError};
+use idemq_core::time::now_ms;
+use idemq_core::{Claim, ClaimRequest, FencingToken, Record, RecordKey, Scope, State, Store};
+use metrics::counter;
+use tracing::debug;
+
+/// Counter: claims answered by the cache, by `result` (`hit`, `miss`, `error`).
+pub const CACHE_LOOKUPS: &str = "idemq_tiered_cache_lookups_total";
+
+/// A cache store in front of a durable store.
+#[derive(Debug)]
+pub struct TieredStore<C, D> {
+    cache: C,
+    durable: D,
+}
+
+impl<C: Store, D: Store> TieredStore<C, D> {
+    /// Puts `cache` in front of `durable`.
+    pub fn new(cache: C, durable: D) -> Self {
+        Self { cache, durable }
+    }
+
+    /// The cache tier.
+    pub fn cache(&self) -> &C {
+        &self.cache
+    }
+
+    /// The durable tier.
+    pub fn durable(&self) -> &D {
+        &self.durable
+    }
+
+    /// Tells the cache that `key` was consumed with `result` (best effort): after a
+    /// completion, and after the durable store answered a claim with `Done`.
+    pub async fn remember(&self, req: &ClaimRequest, result: Option<&[u8]>, retention: Duration) {
+        let marked = match self.cache.claim(req).await {
+            Ok(Claim::Acquired { token, .. }) => {
+                self.cache
+                    .complete(&req.key, token, result, retention)
+                    .await
+            }
+            // Already remembered, or another consumer is writing the same mark.
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = marked {
+            debug!(error = %e, key = %req.key, "could not remember a consumed key in the cache");
+        }
+    }
+
+    async fn cached(&self, req: &ClaimRequest) -> Option<Claim> {
+        let found = match self.cache.get(&req.key).await {
+            Ok(found) => found,
+            Err(e) => {
+                counter!(CACHE_LOOKUPS, "result" => "error").increment(1);
+                debug!(error = %e, "cache lookup failed; asking the durable store");
+                return None;
+            }
+        };
+        let hit = found.filter(|r| r.state == State::Consumed).map(|r| {
+            match (r.fingerprint, req.fingerprint) {
+                (Some(have), Some(want)) if have != want => Claim::Conflict,
+                _ => Claim::Done { result: r.result },
+            }
+        });
+        let label = if hit.is_some() { "hit" } else { "miss" };
+        counter!(CACHE_LOOKUPS, "result" => label).increment(1);
+        hit
+    }
+
+    async fn decided(&self, req: &ClaimRequest, claim: Claim) -> Claim {
+        if let Claim::Done { result } = &claim {
+            // The cache lost this key (restart, eviction): put it back for the next duplicate.
+            let left = self
+                .durable
+                .get(&req.key)
+                .await
+                .ok()
+                .flatten()
+                .map(|r| Duration::from_millis((r.expires_at - now_ms()).max(1) as u64));
+            if let Some(retention) = left {
+                self.remember(req, result.as_deref(), retention).await;
+            }
+        }
+        claim
+    }
+}
+
+#[async_trait]
+impl<C: Store, D: Store> Store for TieredStore<C, D> {
+    async fn claim(&self, req: &ClaimRequest) -> Result<Claim, StoreError> {
+        if let Some(hit) = self.cached(req).await {
+            return Ok(hit);
+        }
+        let claim = self.durable.claim(req).await?;
+        Ok(self.decided(req, claim).await)
+    }
+
+    async fn claim_batch(&self, reqs: &[ClaimRequest]) -> Result<Vec<Claim>, StoreError> {
+        let mut out: Vec<Option<Claim>> = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            out.push(self.cached(r).await);
+        }
+        let misses: Vec<ClaimRequest> = reqs
+            .iter()
+            .zip(&out)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(r, _)| r.clone())
+            .collect();
+        let mut decided = self.durable.claim_batch(&misses).await?.into_iter();
+        let mut claims = Vec::with_capacity(reqs.len());
+        for (req, hit) in reqs.iter().zip(out) {
+            let claim = match hit {
+                Some(hit) => hit,
+                None => {
+                    let claim = decided.next().ok_or_else(|| {
+                        StoreError::Corrupt("durable store answered too few claims".into())
+                    })?;
+                    self.decided(req, claim).await
+                }
+            };
+            claims.push(claim);
+        }
+        Ok(claims)
+    }
+
+    async fn complete(
+        &self,
+        key: &RecordKey,
+        token: FencingToken,
+        result: Option<&[u8]>,
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        self.durable.complete(key, token, result, retention).await?;
+        let fingerprint = self
+            .durable
+            .get(key)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.fingerprint);
+        let req = ClaimRequest {
+            key: key.clone(),
+            fingerprint,
+            lease: Duration::from_secs(5),
+            retention,
+        };
+        self.remember(&req, result, retention).await;
+        Ok(())
+    }
+
+    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+        self.durable.release(key, token).await
+    }
+
+    async fn extend(
+        &self,
+        key: &RecordKey,
+        token: FencingToken,
+        lease: Duration,
+    ) -> Result<i64, StoreError> {
+        self.durable.extend(key, token, lease).await
+    }
+
+    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
+        self.durable.get(key).await
+    }
+
+    async fn purge(&self, scope: &Scope) -> Result<u64, StoreError> {
+        let removed = self.durable.purge(scope).await?;
+        if let Err(e) = self.cache.purge(scope).await {
+            debug!(error = %e, "could not purge the cache tier");
+        }
+        Ok(removed)
+    }
+
+    async fn stats(&self, scope: &Scope) -> Result<ScopeStats, StoreError> {
+        self.durable.stats(scope).await
+    }
+}
