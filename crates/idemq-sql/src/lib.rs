@@ -1,0 +1,20 @@
+//! Shared pieces of the idemq SQL stores (`idemq-sqlite`, `idemq-postgres`, `idemq-mysql`).
+//!
+//! Like `sqlx-core` beside its drivers, this crate holds what the SQL stores have in common
+//! and no driver: the validated [`TableName`], the [`RawRecord`] row and its mapping to a
+//! core [`Record`](idemq_core::Record), the claim rule as the stores apply it
+//! ([`claim_next`]), error mapping ([`store_error`], [`is_retryable`]) and the [`Sweeper`]
+//! loop that purges expired rows in small batches.
+#![warn(missing_docs)]
+
+mod error;
+mod row;
+mod sweeper;
+mod table;
+mod tx;
+
+pub use error::{is_retryable, store_error};
+pub use row::{claim_next, RawRecord};
+pub use sweeper::{SweepStats, Sweeper};
+pub use table::{TableName, DEFAULT_TABLE, MAX_TABLE_NAME};
+pub use tx::{check_result_size, settled, DEFAULT_MAX_RESULT_BYTES, MAX_RETRIES};
