@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use idemq_core::adapter::{process, DeadLetterReason, HandlerFuture, RetryPolicy};
+use idemq_core::adapter::{DeadLetterReason, RetryPolicy};
 use idemq_core::Engine;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -268,14 +268,6 @@ async fn drain(tasks: &mut JoinSet<()>) {
     }
 }
 
-/// Pins the closure to the higher-ranked signature `process` wants.
-fn borrowing<F, T, E>(f: F) -> F
-where
-    F: for<'a> FnOnce(&'a AmqpDelivery) -> HandlerFuture<'a, T, E>,
-{
-    f
-}
-
 async fn handle<H: Handler>(
     engine: Engine<AmqpDelivery>,
     handler: Arc<H>,
@@ -290,10 +282,10 @@ async fn handle<H: Handler>(
                 .dead_letter(&DeadLetterReason::Undecodable(e))
                 .await
         }
-        Ok(input) => {
-            let run = borrowing(move |d| Box::pin(handler.call(input, d)));
-            process(&engine, delivery, &policy, run).await.map(drop)
-        }
+        Ok(input) => handler
+            .process(&engine, &policy, input, delivery)
+            .await
+            .map(drop),
     };
     if let Err(e) = settled {
         // Unsettled means unacked: the broker redelivers it, and the engine decides again.

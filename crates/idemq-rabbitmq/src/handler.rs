@@ -3,33 +3,50 @@
 use std::fmt;
 use std::future::Future;
 
-use idemq_core::HandlerOutput;
+use idemq_core::adapter::{process, Delivery as _, Disposition, HandlerFuture, RetryPolicy};
+use idemq_core::{
+    Engine, EngineConfig, EngineError, Fingerprint, HandlerOutput, IdempotencyKey, Outcome,
+};
 
 use crate::delivery::AmqpDelivery;
+use crate::error::AmqpError;
+use crate::settle::settle;
 
-/// The work done for one message, run by the engine at most once per key.
+/// The work done for one message, and how it is run through the engine.
 ///
-/// Closures `Fn(&AmqpDelivery) -> impl Future` are handlers: they read what they need from
-/// the delivery, then return a `'static` future. [`decoded`] adds a decoding step whose
-/// failure sends the message straight to the dead-letter queue.
+/// Three kinds are provided:
+///
+/// - closures `Fn(&AmqpDelivery) -> impl Future<Output = Result<T, E>>`: they read what
+///   they need from the delivery and return a `'static` future, which
+///   [`idemq_core::adapter::process`] runs under the engine's claim;
+/// - [`decoded`]: the same with a decoding step whose failure sends the message straight to
+///   the dead-letter queue (reason `undecodable`);
+/// - [`transactional`]: the handler gets the key and runs the claim, its own writes and the
+///   completion in one database transaction (a SQL store's `run_in_tx`).
 pub trait Handler: Send + Sync + 'static {
     /// What [`Handler::decode`] makes of a delivery.
     type Input: Send + 'static;
-    /// What the handler returns; stored with the record and given back to duplicates.
-    type Output: HandlerOutput + Send + 'static;
-    /// The handler's error: it is retried with backoff, then dead-lettered.
-    type Error: fmt::Display + Send + 'static;
 
-    /// Decodes a delivery; an error marks it as poison (dead-lettered at once, never
-    /// retried).
+    /// Decodes a delivery; an error marks it as poison: dead-lettered at once, never
+    /// retried.
     fn decode(&self, delivery: &AmqpDelivery) -> Result<Self::Input, String>;
 
-    /// Does the work.
-    fn call(
+    /// Runs the delivery through the engine and settles it as the adapter contract says.
+    fn process(
         &self,
+        engine: &Engine<AmqpDelivery>,
+        policy: &RetryPolicy,
         input: Self::Input,
-        delivery: &AmqpDelivery,
-    ) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send + 'static;
+        delivery: AmqpDelivery,
+    ) -> impl Future<Output = Result<Disposition, AmqpError>> + Send;
+}
+
+/// Pins a closure to the higher-ranked signature `process` wants.
+fn borrowing<F, T, E>(f: F) -> F
+where
+    F: for<'a> FnOnce(&'a AmqpDelivery) -> HandlerFuture<'a, T, E>,
+{
+    f
 }
 
 impl<F, Fut, T, E> Handler for F
@@ -40,19 +57,24 @@ where
     E: fmt::Display + Send + 'static,
 {
     type Input = ();
-    type Output = T;
-    type Error = E;
 
     fn decode(&self, _: &AmqpDelivery) -> Result<(), String> {
         Ok(())
     }
 
-    fn call(
+    fn process(
         &self,
+        engine: &Engine<AmqpDelivery>,
+        policy: &RetryPolicy,
         _: (),
-        delivery: &AmqpDelivery,
-    ) -> impl Future<Output = Result<T, E>> + Send + 'static {
-        self(delivery)
+        delivery: AmqpDelivery,
+    ) -> impl Future<Output = Result<Disposition, AmqpError>> + Send {
+        process(
+            engine,
+            delivery,
+            policy,
+            borrowing(move |d| Box::pin(self(d))),
+        )
     }
 }
 
@@ -63,9 +85,9 @@ pub struct Decoded<D, F> {
     handler: F,
 }
 
-/// A handler that first decodes each delivery with `decode` (a poison message, one that
-/// does not decode, goes to the dead-letter queue at once with reason `undecodable`), then
-/// runs `handler` with the decoded value.
+/// A handler that first decodes each delivery with `decode` (a message that does not decode
+/// goes to the dead-letter queue at once, reason `undecodable`), then runs `handler` with the
+/// decoded value under the engine's claim.
 pub fn decoded<D, F>(decode: D, handler: F) -> Decoded<D, F> {
     Decoded { decode, handler }
 }
@@ -80,18 +102,89 @@ where
     E: fmt::Display + Send + 'static,
 {
     type Input = I;
-    type Output = T;
-    type Error = E;
 
     fn decode(&self, delivery: &AmqpDelivery) -> Result<I, String> {
         (self.decode)(delivery)
     }
 
-    fn call(
+    fn process(
         &self,
+        engine: &Engine<AmqpDelivery>,
+        policy: &RetryPolicy,
         input: I,
-        delivery: &AmqpDelivery,
-    ) -> impl Future<Output = Result<T, E>> + Send + 'static {
-        (self.handler)(input, delivery)
+        delivery: AmqpDelivery,
+    ) -> impl Future<Output = Result<Disposition, AmqpError>> + Send {
+        let run = borrowing(move |d| Box::pin((self.handler)(input, d)));
+        process(engine, delivery, policy, run)
+    }
+}
+
+/// What a [`transactional`] handler gets to claim its key in its own transaction.
+#[derive(Debug, Clone)]
+pub struct Keyed<I> {
+    /// The decoded message.
+    pub input: I,
+    /// The idempotency key, taken by the engine's key strategy.
+    pub key: IdempotencyKey,
+    /// The payload fingerprint, when the engine keeps them.
+    pub fingerprint: Option<Fingerprint>,
+    /// The engine's configuration (scope, lease, retention).
+    pub config: EngineConfig,
+}
+
+/// A handler that runs its own claim: see [`transactional`].
+#[derive(Debug, Clone)]
+pub struct Transactional<D, F> {
+    decode: D,
+    handler: F,
+}
+
+/// A handler that puts the idempotency record in the business transaction.
+///
+/// Each delivery is decoded with `decode` (failures are dead-lettered as `undecodable`) and
+/// keyed with the engine's key strategy (failures are dead-lettered as `unkeyable`); then
+/// `handler` gets a [`Keyed`] and returns the outcome, typically from a SQL store's
+/// `run_in_tx(&keyed.config, keyed.key, keyed.fingerprint, |tx| ...)`, which claims the key,
+/// runs the business writes and marks the key consumed in one commit. The outcome is then
+/// settled exactly as [`idemq_core::adapter::process`] would.
+pub fn transactional<D, F>(decode: D, handler: F) -> Transactional<D, F> {
+    Transactional { decode, handler }
+}
+
+impl<D, F, I, Fut, E> Handler for Transactional<D, F>
+where
+    D: Fn(&AmqpDelivery) -> Result<I, String> + Send + Sync + 'static,
+    F: Fn(Keyed<I>) -> Fut + Send + Sync + 'static,
+    I: Send + 'static,
+    Fut: Future<Output = Result<Outcome<E>, EngineError>> + Send + 'static,
+    E: fmt::Display + Send + 'static,
+{
+    type Input = I;
+
+    fn decode(&self, delivery: &AmqpDelivery) -> Result<I, String> {
+        (self.decode)(delivery)
+    }
+
+    async fn process(
+        &self,
+        engine: &Engine<AmqpDelivery>,
+        policy: &RetryPolicy,
+        input: I,
+        delivery: AmqpDelivery,
+    ) -> Result<Disposition, AmqpError> {
+        let attempt = delivery.attempt();
+        let result = match engine.identify(&delivery) {
+            Ok((key, fingerprint)) => {
+                let keyed = Keyed {
+                    input,
+                    key: key.key,
+                    fingerprint,
+                    config: engine.config().clone(),
+                };
+                (self.handler)(keyed).await
+            }
+            Err(e) => Err(e),
+        };
+        settle(delivery, result, attempt, policy).await
     }
 }
