@@ -19,9 +19,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use idemq_core::store::{ScopeStats, StoreError};
+use idemq_core::adapter::HandlerFuture;
+use idemq_core::store::{ScopeStats, StoreError, TransactionalStore};
 use idemq_core::time::now_ms;
 use idemq_core::{Claim, ClaimRequest, FencingToken, Record, RecordKey, Scope, State, Store};
+use idemq_core::{EngineConfig, EngineError, Fingerprint, HandlerOutput, IdempotencyKey, Outcome};
 use metrics::counter;
 use tracing::debug;
 
@@ -104,6 +106,44 @@ impl<C: Store, D: Store> TieredStore<C, D> {
             }
         }
         claim
+    }
+}
+
+/// With a SQL store behind it, the dedup row commits in the business transaction and only
+/// then is the key remembered in the cache.
+impl<C: Store, D: TransactionalStore> TransactionalStore for TieredStore<C, D> {
+    type Conn = D::Conn;
+
+    async fn run_in_tx<'a, F, T, E>(
+        &'a self,
+        config: &'a EngineConfig,
+        key: IdempotencyKey,
+        fingerprint: Option<Fingerprint>,
+        handler: F,
+    ) -> Result<Outcome<E>, EngineError>
+    where
+        F: for<'t> FnOnce(&'t mut Self::Conn) -> HandlerFuture<'t, T, E> + Send + 'a,
+        T: HandlerOutput + Send + 'a,
+        E: Send + 'a,
+    {
+        let req = ClaimRequest {
+            key: RecordKey::new(config.scope.clone(), key.clone()),
+            fingerprint: fingerprint.filter(|_| config.fingerprint),
+            lease: config.lease,
+            retention: config.retention,
+        };
+        if let Some(hit) = self.cached(&req).await.and_then(Outcome::settled) {
+            return Ok(hit);
+        }
+        let out = self
+            .durable
+            .run_in_tx(config, key, fingerprint, handler)
+            .await?;
+        if let Outcome::Processed { result, .. } | Outcome::Duplicate { result } = &out {
+            self.remember(&req, result.as_deref(), config.retention)
+                .await;
+        }
+        Ok(out)
     }
 }
 

@@ -174,17 +174,10 @@ impl<M: Message> Engine<M> {
                 }
                 (token, attempt)
             }
-            Claim::Done { result } => {
-                self.count_claim("duplicate");
-                return Ok(Outcome::Duplicate { result });
-            }
-            Claim::InProgress { until } => {
-                self.count_claim("in_progress");
-                return Ok(Outcome::InProgress { until });
-            }
-            Claim::Conflict => {
-                self.count_claim("conflict");
-                return Ok(Outcome::Conflict);
+            settled => {
+                let outcome = Outcome::settled(settled).expect("only Acquired is unsettled");
+                self.count_claim(outcome.name());
+                return Ok(outcome);
             }
         };
 

@@ -1,5 +1,6 @@
 use bytes::Bytes;
 
+use crate::record::Claim;
 use crate::time::UnixMillis;
 
 /// What became of one delivery. Every outcome but [`Outcome::InProgress`] and
@@ -37,6 +38,17 @@ pub enum Outcome<E> {
 }
 
 impl<E> Outcome<E> {
+    /// The outcome of a claim this consumer did not acquire (the handler does not run), or
+    /// `None` for [`Claim::Acquired`].
+    pub fn settled(claim: Claim) -> Option<Self> {
+        match claim {
+            Claim::Done { result } => Some(Outcome::Duplicate { result }),
+            Claim::InProgress { until } => Some(Outcome::InProgress { until }),
+            Claim::Conflict => Some(Outcome::Conflict),
+            Claim::Acquired { .. } => None,
+        }
+    }
+
     /// True when the broker may be told the message is done.
     pub fn is_ackable(&self) -> bool {
         matches!(self, Outcome::Processed { .. } | Outcome::Duplicate { .. })

@@ -9,9 +9,11 @@ use crate::record::{Claim, ClaimRequest, FencingToken, Record};
 use crate::time::UnixMillis;
 
 mod memory;
+mod transactional;
 pub mod transition;
 
 pub use memory::MemoryStore;
+pub use transactional::TransactionalStore;
 
 /// The error of a store operation.
 #[derive(Debug, thiserror::Error)]
