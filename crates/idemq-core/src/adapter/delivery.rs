@@ -3,7 +3,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::engine::{Engine, HandlerOutput};
+use crate::engine::{Engine, HandlerOutput, Outcome};
+use crate::error::EngineError;
 use crate::message::Message;
 
 use super::{dispose, DeadLetterReason, Disposition, RetryPolicy};
@@ -55,9 +56,23 @@ where
     T: HandlerOutput,
     E: fmt::Display,
 {
-    let attempt = delivery.attempt();
     let result = engine.run(&delivery, || handler(&delivery)).await;
-    let disposition = dispose(&result, attempt, policy);
+    settle(delivery, &result, policy).await
+}
+
+/// Settles a delivery as the contract says, from an engine answer computed elsewhere (a
+/// transactional store's `run_in_tx`, say); returns what was done with it.
+pub async fn settle<D, E>(
+    delivery: D,
+    result: &Result<Outcome<E>, EngineError>,
+    policy: &RetryPolicy,
+) -> Result<Disposition, D::Error>
+where
+    D: Delivery,
+    E: fmt::Display,
+{
+    let attempt = delivery.attempt();
+    let disposition = dispose(result, attempt, policy);
     match &disposition {
         Disposition::Ack => delivery.ack().await?,
         Disposition::Redeliver { delay } => delivery.redeliver(*delay, attempt, None).await?,
@@ -65,11 +80,7 @@ where
             delay,
             next_attempt,
             error,
-        } => {
-            delivery
-                .redeliver(*delay, *next_attempt, Some(error))
-                .await?
-        }
+        } => delivery.redeliver(*delay, *next_attempt, Some(error)).await?,
         Disposition::DeadLetter(reason) => {
             tracing::warn!(reason = %reason, "message dead-lettered");
             delivery.dead_letter(reason).await?

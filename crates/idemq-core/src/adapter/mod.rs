@@ -10,6 +10,6 @@ mod delivery;
 mod disposition;
 mod retry;
 
-pub use delivery::{process, Delivery, HandlerFuture};
+pub use delivery::{process, settle, Delivery, HandlerFuture};
 pub use disposition::{dispose, DeadLetterReason, Disposition};
 pub use retry::RetryPolicy;
