@@ -80,7 +80,11 @@ where
             delay,
             next_attempt,
             error,
-        } => delivery.redeliver(*delay, *next_attempt, Some(error)).await?,
+        } => {
+            delivery
+                .redeliver(*delay, *next_attempt, Some(error))
+                .await?
+        }
         Disposition::DeadLetter(reason) => {
             tracing::warn!(reason = %reason, "message dead-lettered");
             delivery.dead_letter(reason).await?
