@@ -1,0 +1,561 @@
+//! The store: the [`Store`] trait over the Lua scripts, plus batched completions.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use idemq_core::store::ScopeStats;
+use idemq_core::time::UnixMillis;
+use idemq_core::{Claim, ClaimRequest, FencingToken, Record, RecordKey, Scope, Store, StoreError};
+use redis::{Cmd, Value};
+
+use crate::config::RedisStoreBuilder;
+use crate::conn::{as_array, store_error, Conn, Node};
+use crate::keys::{slot_of, HashTag, Layout};
+use crate::{reply, scripts};
+
+/// Durations are clamped to this many milliseconds (about 1,100 years) so deadlines stay
+/// exact in Lua's doubles and valid for `PEXPIREAT`.
+const MAX_MS: i64 = 1 << 45;
+/// The most keys one script call handles; bigger batches are split (and sent concurrently)
+/// so one call never blocks the server for long.
+const MAX_KEYS_PER_CALL: usize = 1000;
+/// The SCAN page size of `purge` and `stats`.
+const SCAN_COUNT: usize = 1000;
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).min(MAX_MS)
+}
+
+/// A completion for [`RedisStore::complete_batch`] and [`RedisStore::complete_and_claim`]:
+/// the arguments of [`Store::complete`].
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    /// The record to complete.
+    pub key: &'a RecordKey,
+    /// The token its claim returned.
+    pub token: FencingToken,
+    /// The result to store with it.
+    pub result: Option<&'a [u8]>,
+    /// How long the consumed record is kept.
+    pub retention: Duration,
+}
+
+/// A [`Store`] on Redis, a single node or a Redis Cluster. Cheap to clone.
+///
+/// Each record is a hash (`state`, `token`, `lease_until`, `expires_at`, `fingerprint`,
+/// `attempts`, `created_at`, `updated_at` and, once consumed, `result`) that Redis drops at its
+/// `expires_at` (`PEXPIREAT`). Every transition is one Lua script run by `EVALSHA` (loaded
+/// on demand) and decided by the server's clock.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: Conn,
+    layout: Layout,
+    max_result_bytes: usize,
+}
+
+impl fmt::Debug for RedisStore {
+    // No addresses: they may carry passwords.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("cluster", &self.conn.is_cluster())
+            .field("prefix", &self.layout.prefix)
+            .field("hash_tag", &self.layout.tag)
+            .field("max_result_bytes", &self.max_result_bytes)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    pub(crate) fn new(conn: Conn, layout: Layout, max_result_bytes: usize) -> Self {
+        Self {
+            conn,
+            layout,
+            max_result_bytes,
+        }
+    }
+
+    /// A builder to set the key prefix, hash tag, result limit and timeouts.
+    pub fn builder() -> RedisStoreBuilder {
+        RedisStoreBuilder::new()
+    }
+
+    /// Connects to one Redis node with the default configuration.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        RedisStoreBuilder::new().connect(url).await
+    }
+
+    /// A store for one Redis node that connects on first use; see
+    /// [`RedisStoreBuilder::connect_lazy`].
+    pub fn connect_lazy(url: &str) -> Result<Self, StoreError> {
+        RedisStoreBuilder::new().connect_lazy(url)
+    }
+
+    /// Connects to a Redis Cluster through any of `urls` with the default configuration.
+    pub async fn connect_cluster<S: AsRef<str>>(urls: &[S]) -> Result<Self, StoreError> {
+        RedisStoreBuilder::new().connect_cluster(urls).await
+    }
+
+    /// A store for a Redis Cluster that connects on first use; see
+    /// [`RedisStoreBuilder::connect_cluster_lazy`].
+    pub fn connect_cluster_lazy<S: AsRef<str>>(urls: &[S]) -> Result<Self, StoreError> {
+        RedisStoreBuilder::new().connect_cluster_lazy(urls)
+    }
+
+    /// True when the store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.layout.prefix
+    }
+
+    /// Which part of a key is its cluster hash tag.
+    pub fn hash_tag(&self) -> HashTag {
+        self.layout.tag
+    }
+
+    /// The largest result `complete` accepts.
+    pub fn max_result_bytes(&self) -> usize {
+        self.max_result_bytes
+    }
+
+    /// The Redis key holding a record, for inspection with `redis-cli`.
+    pub fn redis_key(&self, key: &RecordKey) -> String {
+        self.layout.key(key)
+    }
+
+    pub(crate) async fn ensure_connected(&self) -> Result<(), StoreError> {
+        self.conn
+            .query(&redis::cmd("PING"))
+            .await
+            .map(drop)
+            .map_err(store_error)
+    }
+
+    /// Completes many claims, grouped into as few script calls as the slots allow (one on a
+    /// single node or with [`HashTag::Scope`]). The outer error means nothing is known; the
+    /// inner ones are per completion, in order: [`StoreError::LeaseLost`] or
+    /// [`StoreError::ResultTooLarge`].
+    pub async fn complete_batch(
+        &self,
+        items: &[Completion<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut out: Vec<Option<Result<(), StoreError>>> = items
+            .iter()
+            .map(|c| self.check_size(c.result).err().map(Err))
+            .collect();
+        let todo: Vec<usize> = (0..items.len()).filter(|&i| out[i].is_none()).collect();
+        let keys: Vec<String> = todo
+            .iter()
+            .map(|&i| self.layout.key(items[i].key))
+            .collect();
+        let done = self
+            .per_slot(
+                &keys,
+                |idx| {
+                    let mut cmd = scripts::evalsha(&scripts::COMPLETE, idx.len());
+                    for &j in idx {
+                        cmd.arg(&keys[j]);
+                    }
+                    for &j in idx {
+                        complete_args(&mut cmd, &items[todo[j]]);
+                    }
+                    cmd
+                },
+                &scripts::COMPLETE,
+                reply::flags,
+            )
+            .await?;
+        for (j, ok) in done.into_iter().enumerate() {
+            let i = todo[j];
+            out[i] = Some(if ok {
+                Ok(())
+            } else {
+                Err(StoreError::LeaseLost {
+                    key: items[i].key.clone(),
+                })
+            });
+        }
+        Ok(out.into_iter().map(|r| r.unwrap_or(Ok(()))).collect())
+    }
+
+    /// Completes one claim and claims the next key in the same round trip (a pipeline of
+    /// both scripts; on a cluster, two concurrent calls when the keys are on different
+    /// slots). For a consumer that handles messages one after another, this halves the round
+    /// trips. The outer error means nothing is known of either.
+    pub async fn complete_and_claim(
+        &self,
+        done: &Completion<'_>,
+        next: &ClaimRequest,
+    ) -> Result<(Result<(), StoreError>, Claim), StoreError> {
+        if let Err(e) = self.check_size(done.result) {
+            return Ok((Err(e), self.claim(next).await?));
+        }
+        let complete = self.complete_cmd(done);
+        let claim = self.claim_cmd(std::slice::from_ref(next));
+        let (c, n) = if self.conn.is_cluster() {
+            futures::try_join!(
+                self.conn.eval(&scripts::COMPLETE, &complete),
+                self.conn.eval(&scripts::CLAIM, &claim)
+            )
+            .map_err(store_error)?
+        } else {
+            self.pipelined(&complete, &claim)
+                .await
+                .map_err(store_error)?
+        };
+        let completed = match reply::flags(c, 1)?[0] {
+            true => Ok(()),
+            false => Err(StoreError::LeaseLost {
+                key: done.key.clone(),
+            }),
+        };
+        let claim = reply::claims(n, 1)?.pop().expect("one claim answer");
+        Ok((completed, claim))
+    }
+
+    /// Sends the completion and the claim in one write; a script the server lost (restart)
+    /// did not run, so it is loaded and sent again on its own.
+    async fn pipelined(&self, complete: &Cmd, claim: &Cmd) -> redis::RedisResult<(Value, Value)> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(complete.clone())
+            .add_command(claim.clone());
+        let answers = self.conn.pipeline(&pipe, 2).await?;
+        let [c, n]: [Value; 2] = answers
+            .try_into()
+            .map_err(|_| crate::conn::unexpected("pipeline answer count"))?;
+        let c = match c.extract_error() {
+            Err(e) if is_noscript(&e) => self.conn.eval(&scripts::COMPLETE, complete).await?,
+            other => other?,
+        };
+        let n = match n.extract_error() {
+            Err(e) if is_noscript(&e) => self.conn.eval(&scripts::CLAIM, claim).await?,
+            other => other?,
+        };
+        Ok((c, n))
+    }
+
+    fn check_size(&self, result: Option<&[u8]>) -> Result<(), StoreError> {
+        match result {
+            Some(r) if r.len() > self.max_result_bytes => Err(StoreError::ResultTooLarge {
+                size: r.len(),
+                max: self.max_result_bytes,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn claim_cmd(&self, reqs: &[ClaimRequest]) -> Cmd {
+        let mut cmd = scripts::evalsha(&scripts::CLAIM, reqs.len());
+        for r in reqs {
+            cmd.arg(self.layout.key(&r.key));
+        }
+        for r in reqs {
+            claim_args(&mut cmd, r);
+        }
+        cmd
+    }
+
+    fn complete_cmd(&self, c: &Completion<'_>) -> Cmd {
+        let mut cmd = scripts::evalsha(&scripts::COMPLETE, 1);
+        cmd.arg(self.layout.key(c.key));
+        complete_args(&mut cmd, c);
+        cmd
+    }
+
+    /// Runs one multi-key script per group of `keys` that share a slot (all of them at once
+    /// on a single node), at most [`MAX_KEYS_PER_CALL`] keys a call, concurrently, and puts
+    /// the per-key answers back in the order of `keys`.
+    async fn per_slot<T>(
+        &self,
+        keys: &[String],
+        build: impl Fn(&[usize]) -> Cmd,
+        script: &redis::Script,
+        parse: impl Fn(Value, usize) -> Result<Vec<T>, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let groups = self.group(keys.iter().map(String::as_bytes));
+        let cmds = groups
+            .iter()
+            .map(|(slot, idx)| (*slot, build(idx)))
+            .collect();
+        let answers = self
+            .conn
+            .run_many(Some(script), cmds)
+            .await
+            .map_err(store_error)?;
+        let mut out: Vec<Option<T>> = (0..keys.len()).map(|_| None).collect();
+        for ((_, idx), answer) in groups.iter().zip(answers) {
+            for (&i, a) in idx.iter().zip(parse(answer, idx.len())?) {
+                out[i] = Some(a);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|a| a.expect("every key answered"))
+            .collect())
+    }
+
+    /// Splits key indices into groups one script call may take, each with its slot: one
+    /// slot per group in a cluster, all keys on a single node; at most
+    /// [`MAX_KEYS_PER_CALL`] keys a group.
+    fn group<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Vec<(u16, Vec<usize>)> {
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        if self.conn.is_cluster() {
+            let mut by_slot: HashMap<u16, usize> = HashMap::new();
+            for (i, k) in keys.enumerate() {
+                let slot = slot_of(k);
+                let g = *by_slot.entry(slot).or_insert_with(|| {
+                    groups.push((slot, Vec::new()));
+                    groups.len() - 1
+                });
+                groups[g].1.push(i);
+            }
+        } else {
+            groups.push((0, keys.enumerate().map(|(i, _)| i).collect()));
+        }
+        groups
+            .into_iter()
+            .flat_map(|(slot, g)| {
+                g.chunks(MAX_KEYS_PER_CALL)
+                    .map(|c| (slot, c.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|(_, g)| !g.is_empty())
+            .collect()
+    }
+
+    async fn eval_one(&self, script: &redis::Script, cmd: &Cmd) -> Result<Value, StoreError> {
+        self.conn.eval(script, cmd).await.map_err(store_error)
+    }
+
+    /// Starts a SCAN over the scope's keys, on every node holding them.
+    async fn scan(&self, scope: &Scope) -> Result<Scan, StoreError> {
+        let nodes = self
+            .conn
+            .scan_nodes(self.layout.scope_slot_key(scope))
+            .await
+            .map_err(store_error)?;
+        Ok(Scan {
+            pattern: self.layout.pattern(scope),
+            nodes,
+            node: 0,
+            cursor: 0,
+        })
+    }
+
+    /// The next page of a SCAN (possibly empty), or `None` when every node is done.
+    async fn next_page(&self, scan: &mut Scan) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        let Some(node) = scan.nodes.get(scan.node) else {
+            return Ok(None);
+        };
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(scan.cursor)
+            .arg("MATCH")
+            .arg(&scan.pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        let v = self.conn.query_node(node, cmd).await.map_err(store_error)?;
+        let mut parts = as_array(v).map_err(store_error)?.into_iter();
+        let (Some(next), Some(keys)) = (parts.next(), parts.next()) else {
+            return Err(StoreError::Corrupt("SCAN answer".into()));
+        };
+        scan.cursor = reply::integer(&next)? as u64;
+        if scan.cursor == 0 {
+            scan.node += 1;
+        }
+        Ok(Some(
+            as_array(keys)
+                .map_err(store_error)?
+                .into_iter()
+                .filter_map(|k| match k {
+                    Value::BulkString(b) => Some(b),
+                    _ => None,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Runs `cmd_for(group)` for each slot group of `keys` (a script, or a plain command when
+    /// `script` is `None`), concurrently, and returns the raw answers.
+    async fn per_slot_raw(
+        &self,
+        keys: &[Vec<u8>],
+        script: Option<&redis::Script>,
+        cmd_for: impl Fn(&[usize]) -> Cmd,
+    ) -> Result<Vec<Value>, StoreError> {
+        let groups = self.group(keys.iter().map(Vec::as_slice));
+        let cmds = groups
+            .iter()
+            .map(|(slot, idx)| (*slot, cmd_for(idx)))
+            .collect();
+        self.conn.run_many(script, cmds).await.map_err(store_error)
+    }
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+fn claim_args(cmd: &mut Cmd, r: &ClaimRequest) {
+    match &r.fingerprint {
+        Some(fp) => cmd.arg(&fp.0[..]),
+        None => cmd.arg(""),
+    };
+    cmd.arg(ms(r.lease)).arg(ms(r.retention));
+}
+
+fn complete_args(cmd: &mut Cmd, c: &Completion<'_>) {
+    cmd.arg(c.token.0).arg(ms(c.retention));
+    match c.result {
+        Some(r) => cmd.arg("1").arg(r),
+        None => cmd.arg("0").arg(""),
+    };
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn claim(&self, req: &ClaimRequest) -> Result<Claim, StoreError> {
+        let v = self
+            .eval_one(&scripts::CLAIM, &self.claim_cmd(std::slice::from_ref(req)))
+            .await?;
+        Ok(reply::claims(v, 1)?.pop().expect("one claim answer"))
+    }
+
+    async fn claim_batch(&self, reqs: &[ClaimRequest]) -> Result<Vec<Claim>, StoreError> {
+        if reqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = reqs.iter().map(|r| self.layout.key(&r.key)).collect();
+        self.per_slot(
+            &keys,
+            |idx| {
+                let mut cmd = scripts::evalsha(&scripts::CLAIM, idx.len());
+                for &i in idx {
+                    cmd.arg(&keys[i]);
+                }
+                for &i in idx {
+                    claim_args(&mut cmd, &reqs[i]);
+                }
+                cmd
+            },
+            &scripts::CLAIM,
+            reply::claims,
+        )
+        .await
+    }
+
+    async fn complete(
+        &self,
+        key: &RecordKey,
+        token: FencingToken,
+        result: Option<&[u8]>,
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        self.check_size(result)?;
+        let c = Completion {
+            key,
+            token,
+            result,
+            retention,
+        };
+        let v = self
+            .eval_one(&scripts::COMPLETE, &self.complete_cmd(&c))
+            .await?;
+        match reply::flags(v, 1)?[0] {
+            true => Ok(()),
+            false => Err(StoreError::LeaseLost { key: key.clone() }),
+        }
+    }
+
+    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+        let mut cmd = scripts::evalsha(&scripts::RELEASE, 1);
+        cmd.arg(self.layout.key(key)).arg(token.0);
+        match reply::integer(&self.eval_one(&scripts::RELEASE, &cmd).await?)? {
+            1 => Ok(()),
+            _ => Err(StoreError::LeaseLost { key: key.clone() }),
+        }
+    }
+
+    async fn extend(
+        &self,
+        key: &RecordKey,
+        token: FencingToken,
+        lease: Duration,
+    ) -> Result<UnixMillis, StoreError> {
+        let mut cmd = scripts::evalsha(&scripts::EXTEND, 1);
+        cmd.arg(self.layout.key(key)).arg(token.0).arg(ms(lease));
+        match reply::integer(&self.eval_one(&scripts::EXTEND, &cmd).await?)? {
+            until if until >= 0 => Ok(until),
+            _ => Err(StoreError::LeaseLost { key: key.clone() }),
+        }
+    }
+
+    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
+        let mut cmd = scripts::evalsha(&scripts::GET, 1);
+        cmd.arg(self.layout.key(key));
+        reply::record(self.eval_one(&scripts::GET, &cmd).await?)
+    }
+
+    async fn purge(&self, scope: &Scope) -> Result<u64, StoreError> {
+        let mut scan = self.scan(scope).await?;
+        let mut deleted = 0u64;
+        while let Some(keys) = self.next_page(&mut scan).await? {
+            if keys.is_empty() {
+                continue;
+            }
+            let answers = self
+                .per_slot_raw(&keys, None, |idx| {
+                    let mut cmd = redis::cmd("UNLINK");
+                    for &i in idx {
+                        cmd.arg(&keys[i][..]);
+                    }
+                    cmd
+                })
+                .await?;
+            for a in &answers {
+                deleted += reply::integer(a)? as u64;
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn stats(&self, scope: &Scope) -> Result<ScopeStats, StoreError> {
+        // SCAN may return a key twice; count each once.
+        let mut scan = self.scan(scope).await?;
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        while let Some(keys) = self.next_page(&mut scan).await? {
+            seen.extend(keys);
+        }
+        let keys: Vec<Vec<u8>> = seen.into_iter().collect();
+        let mut stats = ScopeStats::default();
+        for chunk in keys.chunks(MAX_KEYS_PER_CALL * 10) {
+            let answers = self
+                .per_slot_raw(chunk, Some(&scripts::STATS), |idx| {
+                    let mut cmd = scripts::evalsha(&scripts::STATS, idx.len());
+                    for &i in idx {
+                        cmd.arg(&chunk[i][..]);
+                    }
+                    cmd
+                })
+                .await?;
+            for a in answers {
+                let (consuming, consumed) = reply::counts(a)?;
+                stats.consuming += consuming;
+                stats.consumed += consumed;
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// A SCAN in progress over the nodes holding a scope.
+struct Scan {
+    pattern: String,
+    nodes: Vec<Node>,
+    node: usize,
+    cursor: u64,
+}
