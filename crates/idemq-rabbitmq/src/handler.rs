@@ -2,27 +2,30 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
-use idemq_core::adapter::{process, Delivery as _, Disposition, HandlerFuture, RetryPolicy};
+use idemq_core::adapter::{process, settle, Disposition, HandlerFuture, RetryPolicy};
+use idemq_core::store::TransactionalStore;
 use idemq_core::{
     Engine, EngineConfig, EngineError, Fingerprint, HandlerOutput, IdempotencyKey, Outcome,
 };
 
 use crate::delivery::AmqpDelivery;
 use crate::error::AmqpError;
-use crate::settle::settle;
 
 /// The work done for one message, and how it is run through the engine.
 ///
-/// Three kinds are provided:
+/// Four kinds are provided:
 ///
 /// - closures `Fn(&AmqpDelivery) -> impl Future<Output = Result<T, E>>`: they read what
 ///   they need from the delivery and return a `'static` future, which
 ///   [`idemq_core::adapter::process`] runs under the engine's claim;
 /// - [`decoded`]: the same with a decoding step whose failure sends the message straight to
 ///   the dead-letter queue (reason `undecodable`);
-/// - [`transactional`]: the handler gets the key and runs the claim, its own writes and the
-///   completion in one database transaction (a SQL store's `run_in_tx`).
+/// - [`in_tx`]: the handler writes through a
+///   [`TransactionalStore`]'s transaction, which also claims and completes the key;
+/// - [`transactional`]: the handler gets the key and computes the outcome itself, for stores
+///   with their own transactional API.
 pub trait Handler: Send + Sync + 'static {
     /// What [`Handler::decode`] makes of a delivery.
     type Input: Send + 'static;
@@ -54,7 +57,7 @@ where
     F: Fn(&AmqpDelivery) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
     T: HandlerOutput + Send + 'static,
-    E: fmt::Display + Send + 'static,
+    E: fmt::Display + Send + Sync + 'static,
 {
     type Input = ();
 
@@ -99,7 +102,7 @@ where
     I: Send + 'static,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
     T: HandlerOutput + Send + 'static,
-    E: fmt::Display + Send + 'static,
+    E: fmt::Display + Send + Sync + 'static,
 {
     type Input = I;
 
@@ -157,7 +160,7 @@ where
     F: Fn(Keyed<I>) -> Fut + Send + Sync + 'static,
     I: Send + 'static,
     Fut: Future<Output = Result<Outcome<E>, EngineError>> + Send + 'static,
-    E: fmt::Display + Send + 'static,
+    E: fmt::Display + Send + Sync + 'static,
 {
     type Input = I;
 
@@ -172,7 +175,6 @@ where
         input: I,
         delivery: AmqpDelivery,
     ) -> Result<Disposition, AmqpError> {
-        let attempt = delivery.attempt();
         let result = match engine.identify(&delivery) {
             Ok((key, fingerprint)) => {
                 let keyed = Keyed {
@@ -185,6 +187,65 @@ where
             }
             Err(e) => Err(e),
         };
-        settle(delivery, result, attempt, policy).await
+        settle(delivery, &result, policy).await
+    }
+}
+
+/// A handler that writes through a [`TransactionalStore`]'s transaction: see [`in_tx`].
+pub struct InTx<S, D, F> {
+    store: Arc<S>,
+    decode: D,
+    handler: F,
+}
+
+/// A handler whose writes share one transaction with the idempotency record.
+///
+/// Each delivery is decoded with `decode` (failures are dead-lettered as `undecodable`),
+/// keyed with the engine's key strategy (failures are dead-lettered as `unkeyable`), then
+/// `store.run_in_tx` claims the key, runs `handler` on the open transaction and marks the
+/// key consumed in the same commit: the effect and the dedup row are applied together or
+/// not at all, even if the process dies mid-handler. Build the engine over the same store.
+pub fn in_tx<S, D, F>(store: Arc<S>, decode: D, handler: F) -> InTx<S, D, F> {
+    InTx {
+        store,
+        decode,
+        handler,
+    }
+}
+
+impl<S, D, F, I, T, E> Handler for InTx<S, D, F>
+where
+    S: TransactionalStore + Sync,
+    D: Fn(&AmqpDelivery) -> Result<I, String> + Send + Sync + 'static,
+    F: for<'t> Fn(I, &'t mut S::Conn) -> HandlerFuture<'t, T, E> + Send + Sync + 'static,
+    I: Send + 'static,
+    T: HandlerOutput + Send + 'static,
+    E: fmt::Display + Send + Sync + 'static,
+{
+    type Input = I;
+
+    fn decode(&self, delivery: &AmqpDelivery) -> Result<I, String> {
+        (self.decode)(delivery)
+    }
+
+    async fn process(
+        &self,
+        engine: &Engine<AmqpDelivery>,
+        policy: &RetryPolicy,
+        input: I,
+        delivery: AmqpDelivery,
+    ) -> Result<Disposition, AmqpError> {
+        let result = match engine.identify(&delivery) {
+            Ok((key, fingerprint)) => {
+                let handler = &self.handler;
+                self.store
+                    .run_in_tx(engine.config(), key.key, fingerprint, move |conn| {
+                        handler(input, conn)
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        settle(delivery, &result, policy).await
     }
 }

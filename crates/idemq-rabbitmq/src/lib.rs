@@ -21,7 +21,6 @@ mod handler;
 pub mod headers;
 mod publish;
 mod publisher;
-mod settle;
 mod stats;
 mod topology;
 
@@ -29,7 +28,7 @@ pub use connect::{connect, redact};
 pub use consumer::{Consumer, ConsumerHandle};
 pub use delivery::AmqpDelivery;
 pub use error::AmqpError;
-pub use handler::{decoded, transactional, Decoded, Handler, Keyed, Transactional};
+pub use handler::{decoded, in_tx, transactional, Decoded, Handler, InTx, Keyed, Transactional};
 pub use publisher::{Outgoing, Publisher};
 pub use stats::{Counter, Stats};
 pub use topology::{Tier, Topology, MAX_NAME_BYTES};
