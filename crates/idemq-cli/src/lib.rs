@@ -1,0 +1,6 @@
+//! The idemq command line, as a library: `idemq demo` and the URLs that choose its
+//! store, business database and broker. The `idemq` binary is a thin clap front-end.
+#![warn(missing_docs)]
+
+pub mod demo;
+pub mod url;

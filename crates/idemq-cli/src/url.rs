@@ -1,0 +1,328 @@
+//! Choosing stores, business databases and brokers by URL.
+//!
+//! Every choice the demo makes is one URL, so a run is described by the URLs it prints.
+//! Passwords never leave this module: [`redact`] hides them before a URL is shown.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use idemq_core::store::{MemoryStore, StoreError};
+use idemq_core::Store;
+use idemq_sqlite::SqliteStore;
+
+/// Why a URL was refused or its target could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    /// The URL has no scheme this command knows.
+    #[error("unsupported {what} URL {url:?}: expected one of {expected}")]
+    Unsupported {
+        /// Store, database or broker.
+        what: &'static str,
+        /// The URL, redacted.
+        url: String,
+        /// The forms accepted.
+        expected: &'static str,
+    },
+    /// The scheme is known but this build has no backend for it yet.
+    #[error("{what} {url} is not available yet: {why}")]
+    NotYet {
+        /// Store or broker.
+        what: &'static str,
+        /// The URL, redacted.
+        url: String,
+        /// What is missing.
+        why: &'static str,
+    },
+    /// The backend refused to open.
+    #[error("cannot open {what} {url}: {source}")]
+    Open {
+        /// Store or database.
+        what: &'static str,
+        /// The URL, redacted.
+        url: String,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// The URL forms of `--store`, for help texts.
+pub const STORE_FORMS: &str =
+    "memory:// | sqlite://FILE | redis://HOST:PORT | mysql://USER@HOST/DB | postgres://USER@HOST/DB | same";
+/// The URL forms of `--db`, for help texts.
+pub const DB_FORMS: &str = "sqlite://FILE";
+/// The URL forms of `--broker`, for help texts.
+pub const BROKER_FORMS: &str =
+    "memory:// | amqp://HOST:PORT | kafka://HOST:PORT | rocketmq://HOST:PORT | nats://HOST:PORT";
+
+/// Where the idempotency records live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// `memory://`: in this process only; forgotten when it exits.
+    Memory,
+    /// `sqlite://FILE`: an embedded store in one file.
+    Sqlite(PathBuf),
+    /// `redis://HOST:PORT` (or `rediss://`): Redis or Redis Cluster.
+    Redis(String),
+    /// `mysql://...` or `mariadb://...`.
+    Mysql(String),
+    /// `postgres://...` or `postgresql://...`.
+    Postgres(String),
+    /// `same`: the records live in the business database itself.
+    Same,
+}
+
+impl FromStr for StoreUrl {
+    type Err = UrlError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let unsupported = || UrlError::Unsupported {
+            what: "store",
+            url: redact(s),
+            expected: STORE_FORMS,
+        };
+        if s == "same" {
+            return Ok(Self::Same);
+        }
+        let (scheme, rest) = s.split_once("://").ok_or_else(unsupported)?;
+        match scheme {
+            "memory" if rest.is_empty() => Ok(Self::Memory),
+            "sqlite" => sqlite_path(rest).map(Self::Sqlite).ok_or_else(unsupported),
+            "redis" | "rediss" if !rest.is_empty() => Ok(Self::Redis(s.to_owned())),
+            "mysql" | "mariadb" if !rest.is_empty() => Ok(Self::Mysql(s.to_owned())),
+            "postgres" | "postgresql" if !rest.is_empty() => Ok(Self::Postgres(s.to_owned())),
+            _ => Err(unsupported()),
+        }
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory://"),
+            Self::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            Self::Redis(u) | Self::Mysql(u) | Self::Postgres(u) => f.write_str(&redact(u)),
+            Self::Same => f.write_str("same"),
+        }
+    }
+}
+
+impl StoreUrl {
+    /// The default store: an SQLite file next to the business database, so the demo needs
+    /// no server and several `consume` processes share one store.
+    pub fn next_to(db: &DbUrl) -> Self {
+        let DbUrl::Sqlite(path) = db;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "idemq-demo".into());
+        Self::Sqlite(path.with_file_name(format!("{stem}.store.db")))
+    }
+
+    /// Opens the store; `db` is the business database, for [`StoreUrl::Same`].
+    pub async fn open(&self, db: &DbUrl) -> Result<Arc<dyn Store>, UrlError> {
+        let opened = |r: Result<_, StoreError>| {
+            r.map_err(|e| UrlError::Open {
+                what: "store",
+                url: self.to_string(),
+                source: Box::new(e),
+            })
+        };
+        match self {
+            Self::Memory => Ok(Arc::new(MemoryStore::new())),
+            Self::Sqlite(path) => Ok(Arc::new(opened(
+                SqliteStore::connect(&format!("sqlite://{}", path.display())).await,
+            )?)),
+            // The records go in their own table of the business file; each transition is
+            // still its own transaction (the engine's path), as with any other store.
+            Self::Same => Ok(Arc::new(opened(
+                SqliteStore::connect(&db.to_string()).await,
+            )?)),
+            other => Err(UrlError::NotYet {
+                what: "store",
+                url: other.to_string(),
+                why: "its crate is not plugged into idemq-cli yet",
+            }),
+        }
+    }
+}
+
+/// The business database the demo's handler writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbUrl {
+    /// `sqlite://FILE`.
+    Sqlite(PathBuf),
+}
+
+impl DbUrl {
+    /// The default: `idemq-demo.db` in the system's temporary directory, so runs from any
+    /// working directory meet the same file and nothing is left in a checkout.
+    pub fn default_file() -> Self {
+        Self::Sqlite(std::env::temp_dir().join("idemq-demo.db"))
+    }
+
+    /// The file of an SQLite database.
+    pub fn path(&self) -> &Path {
+        let Self::Sqlite(p) = self;
+        p
+    }
+}
+
+impl FromStr for DbUrl {
+    type Err = UrlError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.strip_prefix("sqlite://")
+            .and_then(sqlite_path)
+            .map(Self::Sqlite)
+            .ok_or_else(|| UrlError::Unsupported {
+                what: "database",
+                url: redact(s),
+                expected: DB_FORMS,
+            })
+    }
+}
+
+impl fmt::Display for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sqlite://{}", self.path().display())
+    }
+}
+
+/// The broker the orders travel through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerUrl {
+    /// `memory://`: the in-process at-least-once broker of `demo run`.
+    Memory,
+    /// `amqp://` or `amqps://`: RabbitMQ.
+    Amqp(String),
+    /// `kafka://`.
+    Kafka(String),
+    /// `rocketmq://`.
+    RocketMq(String),
+    /// `nats://`: NATS JetStream.
+    Nats(String),
+}
+
+impl FromStr for BrokerUrl {
+    type Err = UrlError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let unsupported = || UrlError::Unsupported {
+            what: "broker",
+            url: redact(s),
+            expected: BROKER_FORMS,
+        };
+        let (scheme, rest) = s.split_once("://").ok_or_else(unsupported)?;
+        let url = s.to_owned();
+        match scheme {
+            "memory" if rest.is_empty() => Ok(Self::Memory),
+            _ if rest.is_empty() => Err(unsupported()),
+            "amqp" | "amqps" => Ok(Self::Amqp(url)),
+            "kafka" => Ok(Self::Kafka(url)),
+            "rocketmq" => Ok(Self::RocketMq(url)),
+            "nats" => Ok(Self::Nats(url)),
+            _ => Err(unsupported()),
+        }
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory://"),
+            Self::Amqp(u) | Self::Kafka(u) | Self::RocketMq(u) | Self::Nats(u) => {
+                f.write_str(&redact(u))
+            }
+        }
+    }
+}
+
+/// `sqlite://FILE` takes the rest as a path: `sqlite://demo.db` is relative,
+/// `sqlite:///tmp/demo.db` absolute. Query strings are not accepted.
+fn sqlite_path(rest: &str) -> Option<PathBuf> {
+    (!rest.is_empty() && !rest.contains('?')).then(|| PathBuf::from(rest))
+}
+
+/// The URL with any password replaced by `***`, for printing and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_parse_by_scheme() {
+        assert_eq!("memory://".parse::<StoreUrl>().unwrap(), StoreUrl::Memory);
+        assert_eq!(
+            "sqlite:///tmp/s.db".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Sqlite("/tmp/s.db".into())
+        );
+        assert_eq!("same".parse::<StoreUrl>().unwrap(), StoreUrl::Same);
+        assert!(matches!(
+            "redis://127.0.0.1:6379".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Redis(_)
+        ));
+        for bad in [
+            "",
+            "memory://x",
+            "sqlite://",
+            "ftp://x",
+            "redis://",
+            "/tmp/x.db",
+        ] {
+            assert!(bad.parse::<StoreUrl>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_default_store_sits_next_to_the_db() {
+        let db: DbUrl = "sqlite:///var/tmp/shop.db".parse().unwrap();
+        assert_eq!(
+            StoreUrl::next_to(&db),
+            StoreUrl::Sqlite("/var/tmp/shop.store.db".into())
+        );
+    }
+
+    #[test]
+    fn broker_urls_parse_by_scheme() {
+        assert_eq!("memory://".parse::<BrokerUrl>().unwrap(), BrokerUrl::Memory);
+        assert!(matches!(
+            "amqp://guest:guest@127.0.0.1:5672"
+                .parse::<BrokerUrl>()
+                .unwrap(),
+            BrokerUrl::Amqp(_)
+        ));
+        assert!("amqp://".parse::<BrokerUrl>().is_err());
+        assert!("sqs://q".parse::<BrokerUrl>().is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/test"),
+            "postgres://app:***@db:5432/test"
+        );
+        assert_eq!(redact("amqp://guest@mq/vhost@x"), "amqp://guest@mq/vhost@x");
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        let shown = "mysql://root:pw@h/db"
+            .parse::<StoreUrl>()
+            .unwrap()
+            .to_string();
+        assert!(!shown.contains("pw"), "{shown}");
+    }
+}
