@@ -24,3 +24,42 @@ pub fn is_retryable(e: &sqlx::Error) -> bool {
         Some("40001" | "40P01" | "5" | "6" | "517")
     )
 }
+
+/// An error inside a store's transaction: a driver error, which may be worth running the
+/// transaction again for (see [`is_retryable`]), or a decided store error.
+#[derive(Debug)]
+pub enum TxError {
+    /// The driver failed.
+    Db(sqlx::Error),
+    /// The store refused or found corrupt data.
+    Store(StoreError),
+}
+
+impl TxError {
+    /// True when the transaction was rolled back by a deadlock or busy database and may be
+    /// run again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, TxError::Db(e) if is_retryable(e))
+    }
+}
+
+impl From<sqlx::Error> for TxError {
+    fn from(e: sqlx::Error) -> Self {
+        TxError::Db(e)
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        TxError::Store(e)
+    }
+}
+
+impl From<TxError> for StoreError {
+    fn from(e: TxError) -> Self {
+        match e {
+            TxError::Db(e) => store_error(e),
+            TxError::Store(e) => e,
+        }
+    }
+}

@@ -7,14 +7,16 @@
 //! loop that purges expired rows in small batches.
 #![warn(missing_docs)]
 
+mod batch;
 mod error;
 mod row;
 mod sweeper;
 mod table;
 mod tx;
 
-pub use error::{is_retryable, store_error};
+pub use batch::{decide_claims, row_key, Decided, RowKey};
+pub use error::{is_retryable, store_error, TxError};
 pub use row::{claim_next, RawRecord};
 pub use sweeper::{SweepStats, Sweeper};
 pub use table::{TableName, DEFAULT_TABLE, MAX_TABLE_NAME};
-pub use tx::{check_result_size, settled, DEFAULT_MAX_RESULT_BYTES, MAX_RETRIES};
+pub use tx::{check_result_size, DEFAULT_MAX_RESULT_BYTES, MAX_RETRIES};

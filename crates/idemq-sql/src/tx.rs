@@ -1,4 +1,4 @@
-use idemq_core::{Claim, Outcome, StoreError};
+use idemq_core::StoreError;
 
 /// The largest result a SQL store accepts unless configured otherwise: 1 MiB.
 pub const DEFAULT_MAX_RESULT_BYTES: usize = 1024 * 1024;
@@ -12,18 +12,5 @@ pub fn check_result_size(result: Option<&[u8]>, max: usize) -> Result<(), StoreE
     match result {
         Some(r) if r.len() > max => Err(StoreError::ResultTooLarge { size: r.len(), max }),
         _ => Ok(()),
-    }
-}
-
-/// The outcome of a claim that was not acquired: the handler does not run.
-///
-/// # Panics
-/// On [`Claim::Acquired`], which is not settled.
-pub fn settled<E>(claim: Claim) -> Outcome<E> {
-    match claim {
-        Claim::Done { result } => Outcome::Duplicate { result },
-        Claim::InProgress { until } => Outcome::InProgress { until },
-        Claim::Conflict => Outcome::Conflict,
-        Claim::Acquired { .. } => unreachable!("an acquired claim is not settled"),
     }
 }

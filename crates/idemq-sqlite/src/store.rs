@@ -1,19 +1,20 @@
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use idemq_core::adapter::HandlerFuture;
 use idemq_core::record::{Claim, ClaimRequest, FencingToken, Record, State};
+use idemq_core::store::TransactionalStore;
 use idemq_core::store::{transition, ScopeStats, Store, StoreError};
 use idemq_core::time::{now_ms, UnixMillis};
 use idemq_core::{
     EngineConfig, EngineError, Fingerprint, HandlerOutput, IdempotencyKey, Outcome, RecordKey,
     Scope,
 };
-use idemq_sql::{
-    check_result_size, claim_next, settled, store_error, RawRecord, Sweeper, TableName,
-};
+use idemq_sql::{check_result_size, claim_next, store_error, RawRecord, Sweeper, TableName};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -237,7 +238,7 @@ impl SqliteStore {
         let (claim, write) = claim_next(current.as_ref(), &req, now);
         let (Claim::Acquired { token, attempt, .. }, Some(claimed)) = (&claim, write) else {
             // Nothing was written; dropping the transaction rolls it back.
-            return Ok(settled(claim));
+            return Ok(Outcome::settled(claim).expect("only Acquired is unsettled"));
         };
         let (token, attempt) = (*token, *attempt);
         self.write(&mut tx, &req.key, &claimed).await?;
@@ -437,5 +438,24 @@ impl Store for SqliteStore {
             }
         }
         Ok(stats)
+    }
+}
+
+impl TransactionalStore for SqliteStore {
+    type Conn = SqliteConnection;
+
+    fn run_in_tx<'a, F, T, E>(
+        &'a self,
+        config: &'a EngineConfig,
+        key: IdempotencyKey,
+        fingerprint: Option<Fingerprint>,
+        handler: F,
+    ) -> impl Future<Output = Result<Outcome<E>, EngineError>> + Send + 'a
+    where
+        F: for<'t> FnOnce(&'t mut SqliteConnection) -> HandlerFuture<'t, T, E> + Send + 'a,
+        T: HandlerOutput + Send + 'a,
+        E: Send + 'a,
+    {
+        SqliteStore::run_in_tx(self, config, key, fingerprint, handler)
     }
 }
