@@ -1,14 +1,13 @@
 //! Messages per second consumed and acked: a raw lapin consumer against the idempotent
-//! consumer, on the same broker in the same run.
+//! consumer with the Redis store, on the same broker in the same run.
 //!
 //! `cargo bench -p idemq-rabbitmq --bench consume` (set `IDEMQ_BENCH_N` to change the
-//! message count, `IDEMQ_AMQP_URL` the broker).
+//! message count, `IDEMQ_AMQP_URL` the broker, `IDEMQ_REDIS_URL` the store).
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use idemq_core::adapter::RetryPolicy;
-use idemq_core::store::MemoryStore;
 use idemq_core::{Engine, EngineConfig, KeyStrategy, Scope, Store};
 use idemq_rabbitmq::lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use idemq_rabbitmq::lapin::types::FieldTable;
@@ -122,11 +121,17 @@ async fn main() {
     fill(&raw_q, n).await;
     fill(&idem_q, n).await;
     raw(&warm, n / 10).await;
-    let store = "memory";
+    let redis_url =
+        std::env::var("IDEMQ_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let store = idemq_redis::RedisStore::connect(&redis_url)
+        .await
+        .unwrap_or_else(|e| panic!("Redis must be running for this benchmark: {e}"));
+    let scope = Scope::new("bench/amqp").unwrap();
+    store.purge(&scope).await.unwrap();
     let raw = rate(n, raw(&raw_q, n).await);
-    let idem = rate(n, idempotent(&idem_q, n, MemoryStore::new()).await);
+    let idem = rate(n, idempotent(&idem_q, n, store).await);
     println!("messages: {n}, prefetch {PREFETCH}, concurrency {CONCURRENCY}");
     println!("raw lapin consumer:               {raw:>10.0} msgs/s");
-    println!("idempotent consumer ({store} store): {idem:>10.0} msgs/s");
+    println!("idempotent consumer (Redis store): {idem:>10.0} msgs/s");
     println!("ratio idempotent/raw:             {:>10.2}", idem / raw);
 }
