@@ -14,7 +14,9 @@ URLs:
       memory://                  in this process only, forgotten on exit
       sqlite://FILE              one SQLite file, no server (the default: FILE.store.db
                                  next to the --db file)
-      redis://HOST:PORT          Redis or Redis Cluster (rediss:// for TLS)
+      redis://HOST:PORT          one Redis node (rediss:// for TLS)
+      redis-cluster://HOST:PORT[,HOST:PORT...]
+                                 a Redis Cluster, through any of the nodes listed
       mysql://USER@HOST:PORT/DB  MySQL or MariaDB (mariadb:// too)
       postgres://USER@HOST/DB    PostgreSQL (postgresql:// too)
       same                       the business database (--db) itself

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use idemq_core::store::{MemoryStore, StoreError};
 use idemq_core::Store;
+use idemq_redis::RedisStore;
 use idemq_sqlite::SqliteStore;
 
 /// Why a URL was refused or its target could not be opened.
@@ -50,7 +51,8 @@ pub enum UrlError {
 
 /// The URL forms of `--store`, for help texts.
 pub const STORE_FORMS: &str =
-    "memory:// | sqlite://FILE | redis://HOST:PORT | mysql://USER@HOST/DB | postgres://USER@HOST/DB | same";
+    "memory:// | sqlite://FILE | redis://HOST:PORT | redis-cluster://HOST:PORT[,HOST:PORT...] \
+     | mysql://USER@HOST/DB | postgres://USER@HOST/DB | same";
 /// The URL forms of `--db`, for help texts.
 pub const DB_FORMS: &str = "sqlite://FILE";
 /// The URL forms of `--broker`, for help texts.
@@ -64,8 +66,11 @@ pub enum StoreUrl {
     Memory,
     /// `sqlite://FILE`: an embedded store in one file.
     Sqlite(PathBuf),
-    /// `redis://HOST:PORT` (or `rediss://`): Redis or Redis Cluster.
+    /// `redis://HOST:PORT` (or `rediss://`): one Redis node.
     Redis(String),
+    /// `redis-cluster://HOST:PORT[,HOST:PORT...]`: a Redis Cluster, reached through any of
+    /// the nodes listed.
+    RedisCluster(Vec<String>),
     /// `mysql://...` or `mariadb://...`.
     Mysql(String),
     /// `postgres://...` or `postgresql://...`.
@@ -91,6 +96,11 @@ impl FromStr for StoreUrl {
             "memory" if rest.is_empty() => Ok(Self::Memory),
             "sqlite" => sqlite_path(rest).map(Self::Sqlite).ok_or_else(unsupported),
             "redis" | "rediss" if !rest.is_empty() => Ok(Self::Redis(s.to_owned())),
+            "redis-cluster" if !rest.is_empty() => Ok(Self::RedisCluster(
+                rest.split(',')
+                    .map(|node| format!("redis://{node}"))
+                    .collect(),
+            )),
             "mysql" | "mariadb" if !rest.is_empty() => Ok(Self::Mysql(s.to_owned())),
             "postgres" | "postgresql" if !rest.is_empty() => Ok(Self::Postgres(s.to_owned())),
             _ => Err(unsupported()),
@@ -104,6 +114,13 @@ impl fmt::Display for StoreUrl {
             Self::Memory => f.write_str("memory://"),
             Self::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
             Self::Redis(u) | Self::Mysql(u) | Self::Postgres(u) => f.write_str(&redact(u)),
+            Self::RedisCluster(nodes) => {
+                let nodes: Vec<String> = nodes
+                    .iter()
+                    .map(|n| redact(n).trim_start_matches("redis://").to_owned())
+                    .collect();
+                write!(f, "redis-cluster://{}", nodes.join(","))
+            }
             Self::Same => f.write_str("same"),
         }
     }
@@ -123,27 +140,32 @@ impl StoreUrl {
 
     /// Opens the store; `db` is the business database, for [`StoreUrl::Same`].
     pub async fn open(&self, db: &DbUrl) -> Result<Arc<dyn Store>, UrlError> {
-        let opened = |r: Result<_, StoreError>| {
-            r.map_err(|e| UrlError::Open {
+        match self {
+            Self::Memory => Ok(Arc::new(MemoryStore::new())),
+            Self::Sqlite(path) => {
+                let url = format!("sqlite://{}", path.display());
+                self.opened(SqliteStore::connect(&url).await)
+            }
+            // The records go in their own table of the business file; each transition is
+            // still its own transaction (the engine's path), as with any other store.
+            Self::Same => self.opened(SqliteStore::connect(&db.to_string()).await),
+            Self::Redis(url) => self.opened(RedisStore::connect(url).await),
+            Self::RedisCluster(nodes) => self.opened(RedisStore::connect_cluster(nodes).await),
+            Self::Mysql(_) | Self::Postgres(_) => Err(UrlError::NotYet {
+                what: "store",
+                url: self.to_string(),
+                why: "its crate is not plugged into idemq-cli yet",
+            }),
+        }
+    }
+
+    fn opened<S: Store>(&self, r: Result<S, StoreError>) -> Result<Arc<dyn Store>, UrlError> {
+        match r {
+            Ok(store) => Ok(Arc::new(store)),
+            Err(e) => Err(UrlError::Open {
                 what: "store",
                 url: self.to_string(),
                 source: Box::new(e),
-            })
-        };
-        match self {
-            Self::Memory => Ok(Arc::new(MemoryStore::new())),
-            Self::Sqlite(path) => Ok(Arc::new(opened(
-                SqliteStore::connect(&format!("sqlite://{}", path.display())).await,
-            )?)),
-            // The records go in their own table of the business file; each transition is
-            // still its own transaction (the engine's path), as with any other store.
-            Self::Same => Ok(Arc::new(opened(
-                SqliteStore::connect(&db.to_string()).await,
-            )?)),
-            other => Err(UrlError::NotYet {
-                what: "store",
-                url: other.to_string(),
-                why: "its crate is not plugged into idemq-cli yet",
             }),
         }
     }
@@ -277,6 +299,20 @@ mod tests {
             "redis://127.0.0.1:6379".parse::<StoreUrl>().unwrap(),
             StoreUrl::Redis(_)
         ));
+        let cluster: StoreUrl = "redis-cluster://127.0.0.1:17000,127.0.0.1:17001"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            cluster,
+            StoreUrl::RedisCluster(vec![
+                "redis://127.0.0.1:17000".into(),
+                "redis://127.0.0.1:17001".into()
+            ])
+        );
+        assert_eq!(
+            cluster.to_string(),
+            "redis-cluster://127.0.0.1:17000,127.0.0.1:17001"
+        );
         for bad in [
             "",
             "memory://x",

@@ -32,6 +32,9 @@ fn db_url(dir: &Path) -> String {
 fn run_is_exactly_once(store: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = db_url(dir.path());
+    // A store outside the temporary directory outlives the test: a fresh topic is a fresh
+    // scope, so an earlier run's records cannot answer for this one.
+    let topic = format!("exactly-once-{}", idemq_core::time::now_ms());
     let out = idemq(&[
         "demo",
         "run",
@@ -46,7 +49,7 @@ fn run_is_exactly_once(store: &str) {
         "--db",
         &db,
         "--topic",
-        "exactly-once",
+        &topic,
         "--seed",
         "7",
     ]);
@@ -88,6 +91,18 @@ fn run_on_the_sqlite_store_applies_each_order_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("records.db").display());
     run_is_exactly_once(&store);
+}
+
+#[test]
+fn run_on_the_redis_store_applies_each_order_once() {
+    // Fails, naming the URL, when Redis is not running on 6379.
+    run_is_exactly_once("redis://127.0.0.1:6379");
+}
+
+#[test]
+fn run_on_a_redis_cluster_store_applies_each_order_once() {
+    // Fails when scripts/redis-cluster has not started the cluster on 17000-17002.
+    run_is_exactly_once("redis-cluster://127.0.0.1:17000,127.0.0.1:17001,127.0.0.1:17002");
 }
 
 #[tokio::test(flavor = "multi_thread")]
