@@ -10,7 +10,7 @@ use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
-use lapin::Connection;
+use lapin::{Channel, Connection};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
@@ -183,27 +183,16 @@ impl Consumer {
         stop: &mut watch::Receiver<bool>,
         tasks: &mut JoinSet<()>,
     ) -> Result<(), AmqpError> {
-        let conn = Arc::new(connect(&self.uri, &self.name).await?);
+        let (conn, channel, mut deliveries) = open(
+            &self.uri,
+            &self.name,
+            &self.topology,
+            self.prefetch,
+            self.declare,
+        )
+        .await?;
         *shared.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-        let channel = conn.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
-            .await?;
-        if self.declare {
-            self.topology.declare(&channel).await?;
-        }
         let tag = short(&self.name)?;
-        let mut deliveries = channel
-            .basic_consume(
-                short(self.topology.queue())?,
-                tag.clone(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
         shared.stats.sessions.inc();
         shared.sessions.send_replace(shared.stats.sessions.get());
         info!(queue = self.topology.queue(), "consumer connected");
@@ -244,6 +233,37 @@ impl Consumer {
             }
         }
     }
+}
+
+/// Connects, enables confirms, sets the prefetch, declares the topology (when asked) and
+/// starts consuming the work queue under the consumer tag `name`.
+pub(crate) async fn open(
+    uri: &str,
+    name: &str,
+    topology: &Topology,
+    prefetch: u16,
+    declare: bool,
+) -> Result<(Arc<Connection>, Channel, lapin::Consumer), AmqpError> {
+    let conn = Arc::new(connect(uri, name).await?);
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    if declare {
+        topology.declare(&channel).await?;
+    }
+    let deliveries = channel
+        .basic_consume(
+            short(topology.queue())?,
+            short(name)?,
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((conn, channel, deliveries))
 }
 
 /// A handler panic leaves its delivery unacked on this channel: end the session so the

@@ -6,7 +6,7 @@ use std::time::Duration;
 use idemq_core::adapter::{DeadLetterReason, Delivery};
 use idemq_core::time::now_ms;
 use idemq_core::Message;
-use lapin::options::BasicAckOptions;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 
@@ -113,6 +113,27 @@ impl AmqpDelivery {
         } else {
             // The channel died: the broker puts the message back on its own.
             Err(AmqpError::ChannelClosed)
+        }
+    }
+}
+
+impl Drop for AmqpDelivery {
+    /// A delivery dropped unsettled (its task died mid-handler, or its copy could not be
+    /// published) goes straight back to the queue instead of sitting unacked until the
+    /// channel closes. Settled deliveries have used their acker, so this does nothing.
+    fn drop(&mut self) {
+        if !self.inner.acker.usable() {
+            return;
+        }
+        let acker = self.inner.acker.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                };
+                let _ = acker.nack(requeue).await;
+            });
         }
     }
 }

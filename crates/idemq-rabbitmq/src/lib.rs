@@ -21,6 +21,7 @@ mod handler;
 pub mod headers;
 mod publish;
 mod publisher;
+mod receiver;
 mod stats;
 mod topology;
 
@@ -30,6 +31,7 @@ pub use delivery::AmqpDelivery;
 pub use error::AmqpError;
 pub use handler::{decoded, in_tx, transactional, Decoded, Handler, InTx, Keyed, Transactional};
 pub use publisher::{Outgoing, Publisher};
+pub use receiver::Receiver;
 pub use stats::{Counter, Stats};
 pub use topology::{Tier, Topology, MAX_NAME_BYTES};
 
