@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use idemq_core::store::{MemoryStore, StoreError};
 use idemq_core::Store;
+use idemq_postgres::PgStore;
 use idemq_redis::RedisStore;
 use idemq_sqlite::SqliteStore;
 
@@ -151,7 +152,8 @@ impl StoreUrl {
             Self::Same => self.opened(SqliteStore::connect(&db.to_string()).await),
             Self::Redis(url) => self.opened(RedisStore::connect(url).await),
             Self::RedisCluster(nodes) => self.opened(RedisStore::connect_cluster(nodes).await),
-            Self::Mysql(_) | Self::Postgres(_) => Err(UrlError::NotYet {
+            Self::Postgres(url) => self.opened(PgStore::connect(url).await),
+            Self::Mysql(_) => Err(UrlError::NotYet {
                 what: "store",
                 url: self.to_string(),
                 why: "its crate is not plugged into idemq-cli yet",

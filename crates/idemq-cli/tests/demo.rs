@@ -105,6 +105,12 @@ fn run_on_a_redis_cluster_store_applies_each_order_once() {
     run_is_exactly_once("redis-cluster://127.0.0.1:17000,127.0.0.1:17001,127.0.0.1:17002");
 }
 
+#[test]
+fn run_on_the_postgres_store_applies_each_order_once() {
+    // Fails when PostgreSQL does not answer on 5432 with trust auth and database `test`.
+    run_is_exactly_once("postgres://postgres@127.0.0.1:5432/test");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn check_catches_a_doubled_and_a_missing_order() {
     let dir = tempfile::tempdir().unwrap();
