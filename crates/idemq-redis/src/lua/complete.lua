@@ -14,12 +14,12 @@ for i, key in ipairs(KEYS) do
     out[i] = 1
   else
     local e = now + tonumber(ARGV[4 * i - 2])
+    -- A consuming record never holds a result (claims write none), so none is deleted.
     if ARGV[4 * i - 1] == '1' then
       redis.call('HSET', key, 'state', 'CONSUMED', 'result', ARGV[4 * i], 'expires_at', e,
         'updated_at', now)
     else
       redis.call('HSET', key, 'state', 'CONSUMED', 'expires_at', e, 'updated_at', now)
-      redis.call('HDEL', key, 'result')
     end
     redis.call('PEXPIREAT', key, e)
     out[i] = 1
