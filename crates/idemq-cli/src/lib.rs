@@ -4,3 +4,8 @@
 
 pub mod demo;
 pub mod url;
+
+// The README's Rust examples run as doctests of this crate, so they keep compiling.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
