@@ -180,7 +180,10 @@ impl PgStore {
         let mut tries = 0;
         loop {
             match self.insert_or_read_once(reqs, todo).await {
-                Err(e) if e.is_retryable() && tries < MAX_RETRIES => tries += 1,
+                Err(e) if e.is_retryable() && tries < MAX_RETRIES => {
+                    tries += 1;
+                    idemq_sql::backoff(tries).await;
+                }
                 r => return r.map_err(StoreError::from),
             }
         }
@@ -319,7 +322,10 @@ impl PgStore {
         let mut tries = 0;
         loop {
             match self.claim_existing_once(reqs, todo).await {
-                Err(e) if e.is_retryable() && tries < MAX_RETRIES => tries += 1,
+                Err(e) if e.is_retryable() && tries < MAX_RETRIES => {
+                    tries += 1;
+                    idemq_sql::backoff(tries).await;
+                }
                 r => return r.map_err(StoreError::from),
             }
         }

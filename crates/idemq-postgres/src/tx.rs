@@ -81,7 +81,10 @@ impl PgStore {
                 Ok(Err(claim)) => {
                     return Ok(Outcome::settled(claim).expect("only Acquired is unsettled"))
                 }
-                Err(e) if e.is_retryable() && tries < MAX_RETRIES => tries += 1,
+                Err(e) if e.is_retryable() && tries < MAX_RETRIES => {
+                    tries += 1;
+                    idemq_sql::backoff(tries).await;
+                }
                 Err(e) => return Err(StoreError::from(e).into()),
             }
         };

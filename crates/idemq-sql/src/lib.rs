@@ -19,4 +19,4 @@ pub use error::{is_retryable, store_error, TxError};
 pub use row::{claim_next, RawRecord};
 pub use sweeper::{SweepStats, Sweeper};
 pub use table::{TableName, DEFAULT_TABLE, MAX_TABLE_NAME};
-pub use tx::{check_result_size, DEFAULT_MAX_RESULT_BYTES, MAX_RETRIES};
+pub use tx::{backoff, check_result_size, DEFAULT_MAX_RESULT_BYTES, MAX_RETRIES};

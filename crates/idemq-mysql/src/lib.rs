@@ -1,0 +1,64 @@
+//! The MySQL and MariaDB store of idemq.
+//!
+//! ```no_run
+//! use idemq_core::{Engine, EngineConfig, Envelope, KeyStrategy, Scope};
+//! use idemq_mysql::MySqlStore;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MySqlStore::connect("mysql://root@127.0.0.1:3306/test").await?;
+//! let _sweeper = store.spawn_sweeper(std::time::Duration::from_secs(60), 1000);
+//! let engine: Engine<Envelope> = Engine::new(
+//!     store,
+//!     EngineConfig::new(Scope::new("billing/payments")?),
+//!     KeyStrategy::MessageId,
+//! );
+//! # Ok(()) }
+//! ```
+//!
+//! # Atomicity
+//!
+//! - A single claim first tries `INSERT IGNORE` of the new record: a new key is acquired in
+//!   one round trip, and of two concurrent inserts the primary key lets exactly one through.
+//!   An existing key is read; when the claim must write it (a takeover, a released claim),
+//!   it is locked with `SELECT ... FOR UPDATE` in a transaction, the rules of
+//!   [`idemq_core::store::transition`] are applied in Rust and the row is written back.
+//! - A batch claim reads all its keys in one statement, inserts the missing ones with one
+//!   multi-row `INSERT IGNORE` in a transaction (run again if another consumer inserted one
+//!   of them meanwhile) and locks the ones to write in key order.
+//! - `complete` and `release` are single conditional `UPDATE`s on the token. Deadlocks
+//!   (which InnoDB reports for racing duplicate inserts) are retried.
+//!
+//! Transactions should run at `READ COMMITTED`, which [`MySqlStore::connect`] sets for its
+//! sessions: `REPEATABLE READ` takes gap locks on missing keys and deadlocks far more often
+//! (still correctly: deadlocks are retried).
+//!
+//! # Clock
+//!
+//! Deadlines are taken from the **database's** clock (`UTC_TIMESTAMP(6)` as Unix
+//! milliseconds, whatever the session time zone), never the consumer's: consumers on several
+//! hosts then agree on when a lease runs out whatever their clock skew.
+//!
+//! # Dedup in the business transaction
+//!
+//! [`MySqlStore::run_in_tx`] claims a key, runs the handler's own writes and marks the key
+//! consumed in one transaction. A concurrent duplicate waits on the primary key until the
+//! first commits (then it is a duplicate) or rolls back (then it runs).
+//!
+//! # Table
+//!
+//! [`MySqlStore::connect`] creates the table if it does not exist (see
+//! [`MySqlStore::migrate`]). A DBA can create it by hand instead, with `{table}` replaced by
+//! the table name (default `idemq_records`). Keys are `VARBINARY`, compared byte for byte:
+//! no collation folds case or trailing spaces.
+//!
+//! ```sql
+#![doc = include_str!("../migrations/0001_records.sql")]
+//! ```
+#![warn(missing_docs)]
+
+mod sql;
+mod store;
+mod tx;
+
+pub use idemq_sql::{SweepStats, Sweeper, DEFAULT_TABLE};
+pub use store::MySqlStore;
