@@ -84,13 +84,17 @@ impl Conn {
 
     /// Runs `cmd` (an `EVALSHA` of `script`), loading the script first when the server does
     /// not know it yet (a fresh or restarted server, a new cluster node).
+    /// A few attempts, since a `SCRIPT FLUSH` may land between the load and the call.
     pub(crate) async fn eval(&self, script: &Script, cmd: &Cmd) -> RedisResult<Value> {
-        match self.query(cmd).await {
-            Err(e) if is_noscript(&e) => {
-                self.load(script).await?;
-                self.query(cmd).await
+        let mut attempts = 0;
+        loop {
+            match self.query(cmd).await {
+                Err(e) if is_noscript(&e) && attempts < 3 => {
+                    attempts += 1;
+                    self.load(script).await?;
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 
