@@ -179,8 +179,8 @@ async fn run(command: DemoCommand) -> Result<u64, DemoError> {
         }
         DemoCommand::Produce(shared) => {
             let cfg = shared.config(false)?;
-            let plan = demo::produce::produce_on(&cfg).await?;
             print!("{}", report::header("produce", &cfg));
+            let plan = demo::produce::produce_on(&cfg).await?;
             println!("{}", report::produced(&plan));
             Ok(0)
         }
@@ -192,9 +192,9 @@ async fn run(command: DemoCommand) -> Result<u64, DemoError> {
                         .map_err(|_| DemoError::Usage("--idle-exit must be >= 0".into()))
                 })
                 .transpose()?;
-            let tally = demo::consume::consume_on(&cfg, idle).await?;
             print!("{}", report::header("consume", &cfg));
-            println!("{tally:?}");
+            let tally = demo::consume::consume_on(&cfg, idle).await?;
+            print!("{}", report::consume_table(&tally));
             Ok(0)
         }
         DemoCommand::Check(shared) => {

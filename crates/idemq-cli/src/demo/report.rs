@@ -11,6 +11,7 @@ use super::check::CheckReport;
 use super::consume::Tally;
 use super::produce::Plan;
 use super::DemoConfig;
+use crate::url::BrokerUrl;
 
 /// How many offending orders a report lists before it says "and N more".
 const LIST_AT_MOST: usize = 10;
@@ -51,17 +52,29 @@ pub fn header(command: &str, cfg: &DemoConfig) -> String {
     let _ = writeln!(s, "  store      {}", cfg.store);
     let _ = writeln!(s, "  db         {}", cfg.db);
     let _ = writeln!(s, "  broker     {}", cfg.broker);
+    // Lost acks and the visibility timeout are the in-memory broker's; a real broker
+    // brings its own.
+    let memory = cfg.broker == BrokerUrl::Memory;
+    let lost_acks = if memory {
+        format!(", lost acks {}", cfg.lost_acks)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "  faults     duplicates {}, failures {} (one in four a crash), lost acks {}, seed {}",
-        cfg.duplicates, cfg.failures, cfg.lost_acks, cfg.seed
+        "  faults     duplicates {}, failures {} (one in four a crash){lost_acks}, seed {}",
+        cfg.duplicates, cfg.failures, cfg.seed
     );
+    let visibility = if memory {
+        format!(", visibility {} ms", t.visibility.as_millis())
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "  consumers  {}, lease {} ms, visibility {} ms, retries from {} ms",
+        "  consumers  {}, lease {} ms{visibility}, retries from {} ms",
         cfg.consumers,
         t.lease.as_millis(),
-        t.visibility.as_millis(),
         t.retry.initial_interval.as_millis()
     );
     s
@@ -98,6 +111,24 @@ pub fn run_table(r: &RunReport) -> String {
     }
     s.push('\n');
     s.push_str(&check_summary(&r.check));
+    s
+}
+
+/// The table of a `demo consume`: what this process's consumers did.
+pub fn consume_table(t: &Tally) -> String {
+    let rows = [
+        ("deliveries", t.deliveries),
+        ("duplicates skipped", t.duplicates_skipped),
+        ("in-progress deferrals", t.deferrals),
+        ("retries (handler errors)", t.retries),
+        ("crashes before commit", t.crashes),
+        ("effects applied", t.effects_applied),
+        ("dead-lettered", t.dead_lettered),
+    ];
+    let mut s = String::from("\n");
+    for (name, value) in rows {
+        let _ = writeln!(s, "  {name:<26}{value:>7}");
+    }
     s
 }
 
