@@ -17,14 +17,12 @@
 //!
 //! # Atomicity
 //!
-//! - A single claim first tries `INSERT IGNORE` of the new record: a new key is acquired in
-//!   one round trip, and of two concurrent inserts the primary key lets exactly one through.
-//!   An existing key is read; when the claim must write it (a takeover, a released claim),
-//!   it is locked with `SELECT ... FOR UPDATE` in a transaction, the rules of
-//!   [`idemq_core::store::transition`] are applied in Rust and the row is written back.
-//! - A batch claim reads all its keys in one statement, inserts the missing ones with one
-//!   multi-row `INSERT IGNORE` in a transaction (run again if another consumer inserted one
-//!   of them meanwhile) and locks the ones to write in key order.
+//! - A claim first reads its keys in one statement: a consumed, leased or conflicting key
+//!   is answered from that read. Missing keys are inserted with `INSERT IGNORE` (several in
+//!   one multi-row statement, in key order, all or none), and of two concurrent inserts the
+//!   primary key lets exactly one through. When a claim must write an existing row (a
+//!   takeover, a released claim) it locks it with `SELECT ... FOR UPDATE` in a transaction,
+//!   applies the rules of [`idemq_core::store::transition`] in Rust and writes the row back.
 //! - `complete` and `release` are single conditional `UPDATE`s on the token. Deadlocks
 //!   (which InnoDB reports for racing duplicate inserts) are retried.
 //!

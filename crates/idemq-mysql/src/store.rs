@@ -250,19 +250,7 @@ impl MySqlStore {
         todo: &[usize],
         out: &mut [Option<Claim>],
     ) -> Result<Vec<usize>, StoreError> {
-        // A single key tries the insert first: one round trip for a new key.
-        if let [i] = todo {
-            let (inserted, _) = self
-                .retrying(|| async {
-                    let mut conn = self.pool.acquire().await?;
-                    Ok(self.insert_new(&mut conn, reqs, todo).await?)
-                })
-                .await?;
-            if inserted == 1 {
-                out[*i] = Some(acquired_new());
-                return Ok(vec![]);
-            }
-        }
+        // Read first: a duplicate or redelivery is answered in this one round trip.
         let (rows, now) = self
             .retrying(|| async {
                 let mut conn = self.pool.acquire().await?;
@@ -281,22 +269,24 @@ impl MySqlStore {
         }
         let mut again = Vec::new();
         if !missing.is_empty() {
-            // All the missing keys are inserted in one statement, or none: a partial insert
-            // cannot tell whose rows are whose, so it is rolled back and the keys are
-            // inserted one by one, each telling whether it was new.
-            let all = self
-                .retrying(|| async {
-                    let mut tx = self.pool.begin().await?;
-                    let (inserted, wanted) = self.insert_new(&mut tx, reqs, &missing).await?;
-                    if inserted as usize == wanted {
-                        tx.commit().await?;
-                        Ok(true)
-                    } else {
-                        tx.rollback().await?;
-                        Ok(false)
-                    }
-                })
-                .await?;
+            // Several missing keys are inserted in one statement, all or none: a partial
+            // insert cannot tell whose rows are whose, so it is rolled back and the keys are
+            // inserted one by one, each telling whether it was new (as a single key is).
+            let distinct: HashSet<RowKey> = missing.iter().map(|&i| row_key(&reqs[i])).collect();
+            let all = distinct.len() > 1
+                && self
+                    .retrying(|| async {
+                        let mut tx = self.pool.begin().await?;
+                        let (inserted, wanted) = self.insert_new(&mut tx, reqs, &missing).await?;
+                        if inserted as usize == wanted {
+                            tx.commit().await?;
+                            Ok(true)
+                        } else {
+                            tx.rollback().await?;
+                            Ok(false)
+                        }
+                    })
+                    .await?;
             let mut owned = HashSet::new();
             for &i in &missing {
                 let k = row_key(&reqs[i]);
