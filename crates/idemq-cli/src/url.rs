@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use idemq_core::store::{MemoryStore, StoreError};
 use idemq_core::Store;
+use idemq_mysql::MySqlStore;
 use idemq_postgres::PgStore;
 use idemq_redis::RedisStore;
 use idemq_sqlite::SqliteStore;
@@ -153,11 +154,13 @@ impl StoreUrl {
             Self::Redis(url) => self.opened(RedisStore::connect(url).await),
             Self::RedisCluster(nodes) => self.opened(RedisStore::connect_cluster(nodes).await),
             Self::Postgres(url) => self.opened(PgStore::connect(url).await),
-            Self::Mysql(_) => Err(UrlError::NotYet {
-                what: "store",
-                url: self.to_string(),
-                why: "its crate is not plugged into idemq-cli yet",
-            }),
+            Self::Mysql(url) => {
+                let url = match url.strip_prefix("mariadb://") {
+                    Some(rest) => format!("mysql://{rest}"),
+                    None => url.clone(),
+                };
+                self.opened(MySqlStore::connect(&url).await)
+            }
         }
     }
 

@@ -111,6 +111,12 @@ fn run_on_the_postgres_store_applies_each_order_once() {
     run_is_exactly_once("postgres://postgres@127.0.0.1:5432/test");
 }
 
+#[test]
+fn run_on_the_mysql_store_applies_each_order_once() {
+    // Fails when MariaDB does not answer on 3306 for root without a password, database `test`.
+    run_is_exactly_once("mysql://root@127.0.0.1:3306/test");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn check_catches_a_doubled_and_a_missing_order() {
     let dir = tempfile::tempdir().unwrap();
