@@ -64,9 +64,14 @@ impl Receiver {
         &self.stats
     }
 
-    /// The next delivery, or `None` if none arrived within `wait`.
-    pub async fn recv(&self, wait: Duration) -> Result<Option<AmqpDelivery>, AmqpError> {
+    /// Opens the connection now, if it is not open, so a broker that is down is reported
+    /// before anything else happens.
+    pub async fn open(&self) -> Result<(), AmqpError> {
         let mut guard = self.session.lock().await;
+        self.open_locked(&mut guard).await
+    }
+
+    async fn open_locked(&self, guard: &mut Option<Session>) -> Result<(), AmqpError> {
         if guard.is_none() {
             let (conn, channel, deliveries) =
                 open(&self.uri, &self.name, &self.topology, self.prefetch, true).await?;
@@ -82,6 +87,13 @@ impl Receiver {
                 deliveries,
             });
         }
+        Ok(())
+    }
+
+    /// The next delivery, or `None` if none arrived within `wait`.
+    pub async fn recv(&self, wait: Duration) -> Result<Option<AmqpDelivery>, AmqpError> {
+        let mut guard = self.session.lock().await;
+        self.open_locked(&mut guard).await?;
         let session = guard.as_mut().expect("opened above");
         match tokio::time::timeout(wait, session.deliveries.next()).await {
             Err(_) => Ok(None),

@@ -284,9 +284,23 @@ pub async fn consume_on(
     idle_exit: Option<Duration>,
 ) -> Result<Tally, DemoError> {
     cfg.validate()?;
-    let _ = idle_exit;
     match &cfg.broker {
         BrokerUrl::Memory => Err(DemoError::NeedsRealBroker { command: "consume" }),
+        BrokerUrl::Amqp(url) => {
+            let prefetch = u16::try_from(cfg.consumers * 2).unwrap_or(u16::MAX);
+            let broker = super::broker::amqp::AmqpBroker::connect(
+                url,
+                &cfg.topic,
+                &cfg.timing.retry,
+                prefetch,
+            )
+            .await?;
+            broker.start_receiving().await?;
+            let db = super::story::BusinessDb::open(&cfg.db, cfg.consumers as u32 + 1).await?;
+            let store = cfg.store.open(&cfg.db).await?;
+            let consumer = Consumer::new(Arc::new(broker), store, db, cfg)?.idle_exit(idle_exit);
+            Ok(Arc::new(consumer).run(cfg.consumers, cfg.seed).await?)
+        }
         other => Err(super::broker::not_plugged_in(other)),
     }
 }

@@ -89,6 +89,13 @@ pub async fn produce_on(cfg: &DemoConfig) -> Result<Plan, DemoError> {
     cfg.validate()?;
     match &cfg.broker {
         BrokerUrl::Memory => Err(DemoError::NeedsRealBroker { command: "produce" }),
+        BrokerUrl::Amqp(url) => {
+            let broker =
+                super::broker::amqp::AmqpBroker::connect(url, &cfg.topic, &cfg.timing.retry, 1)
+                    .await?;
+            let db = BusinessDb::open(&cfg.db, 2).await?;
+            produce(&broker, &db, cfg).await
+        }
         other => Err(super::broker::not_plugged_in(other)),
     }
 }

@@ -4,6 +4,7 @@
 //! [`Delivery`] type; the consumer loop and
 //! [`process`](idemq_core::adapter::process) stay the same for every broker.
 
+pub mod amqp;
 pub mod memory;
 
 use std::future::Future;

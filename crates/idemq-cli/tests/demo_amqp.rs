@@ -1,0 +1,148 @@
+//! The demo across processes on RabbitMQ: one `demo produce`, two `demo consume` processes
+//! of which one is killed (SIGKILL) mid-way, then `demo check` finds every order applied
+//! exactly once. Fails when RabbitMQ is not running on 127.0.0.1:5672 (guest/guest).
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use idemq_cli::demo::story::BusinessDb;
+use idemq_cli::url::DbUrl;
+
+const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const ORDERS: i64 = 300;
+
+fn args<'a>(command: &'a str, db: &'a str, topic: &'a str) -> Vec<&'a str> {
+    vec![
+        "demo",
+        command,
+        "--broker",
+        BROKER,
+        "--db",
+        db,
+        "--topic",
+        topic,
+        "--orders",
+        "300",
+        "--duplicates",
+        "0.3",
+        "--failures",
+        "0.2",
+    ]
+}
+
+fn idemq(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_idemq"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("the idemq binary runs")
+}
+
+fn consume(db: &str, topic: &str, seed: &str) -> Child {
+    let mut a = args("consume", db, topic);
+    a.extend(["--idle-exit", "3", "--consumers", "4", "--seed", seed]);
+    Command::new(env!("CARGO_BIN_EXE_idemq"))
+        .args(&a)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the idemq binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Two consumer processes that both run to the end apply each order once.
+#[test]
+fn two_consumer_processes_apply_each_order_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("shop.db").display());
+    let topic = format!("amqp2-{}", idemq_core::time::now_ms());
+    let produced = idemq(&args("produce", &db, &topic));
+    assert!(
+        produced.status.success(),
+        "produce failed (is RabbitMQ up?):\n{}",
+        text(&produced)
+    );
+    let (a, b) = (consume(&db, &topic, "21"), consume(&db, &topic, "22"));
+    for c in [a, b] {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "a consumer failed:\n{}", text(&out));
+    }
+    let checked = idemq(&args("check", &db, &topic));
+    let report = text(&checked);
+    assert!(checked.status.success(), "check failed:\n{report}");
+    assert!(report.contains("300 orders, 300 flow rows"), "{report}");
+}
+
+// Fails about one run in two today: `demo consume` commits the business transaction and
+// then completes the idempotency record in the store, two separate commits, and a SIGKILL
+// between them leaves the order applied with its claim unfinished, so the redelivery applies
+// it again. It passes once the consumer puts the record in the business transaction
+// (`TransactionalStore::run_in_tx`, as `idemq_rabbitmq::in_tx` does).
+#[ignore = "needs `demo consume` to complete the record in the business transaction (run_in_tx)"]
+#[tokio::test(flavor = "multi_thread")]
+async fn two_consumer_processes_one_killed_apply_each_order_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("shop.db").display());
+    let topic = format!("amqp-{}", idemq_core::time::now_ms());
+
+    let produced = idemq(&args("produce", &db, &topic));
+    assert!(
+        produced.status.success(),
+        "produce failed (is RabbitMQ up?):\n{}",
+        text(&produced)
+    );
+
+    let mut doomed = consume(&db, &topic, "11");
+    let survivor = consume(&db, &topic, "12");
+
+    // Kill the first process once some orders are applied and before all are: SIGKILL,
+    // with handlers and business transactions in flight.
+    let business = BusinessDb::open_existing(&db.parse::<DbUrl>().unwrap())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let applied_at_kill = loop {
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM demo_stock_flow WHERE topic = ?")
+                .bind(&topic)
+                .fetch_one(business.pool())
+                .await
+                .unwrap_or(0);
+        if applied >= ORDERS / 5 {
+            break applied;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "consumers applied only {applied} orders in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        doomed.try_wait().unwrap().is_none(),
+        "the first consumer must still be running when it is killed"
+    );
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    assert!(applied_at_kill < ORDERS, "the kill must happen mid-way");
+
+    let survived = survivor.wait_with_output().unwrap();
+    assert!(
+        survived.status.success(),
+        "the surviving consumer failed:\n{}",
+        text(&survived)
+    );
+
+    let checked = idemq(&args("check", &db, &topic));
+    let report = text(&checked);
+    assert!(checked.status.success(), "check failed:\n{report}");
+    assert!(report.contains("violations: 0"), "{report}");
+    assert!(report.contains("300 orders, 300 flow rows"), "{report}");
+}
