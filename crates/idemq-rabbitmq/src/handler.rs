@@ -205,7 +205,12 @@ pub struct InTx<S, D, F> {
 /// `store.run_in_tx` claims the key, runs `handler` on the open transaction and marks the
 /// key consumed in the same commit: the effect and the dedup row are applied together or
 /// not at all, even if the process dies mid-handler. Build the engine over the same store.
-pub fn in_tx<S, D, F>(store: Arc<S>, decode: D, handler: F) -> InTx<S, D, F> {
+pub fn in_tx<S, D, F, I, T, E>(store: Arc<S>, decode: D, handler: F) -> InTx<S, D, F>
+where
+    S: TransactionalStore,
+    D: Fn(&AmqpDelivery) -> Result<I, String>,
+    F: for<'t> Fn(I, &'t mut S::Conn) -> HandlerFuture<'t, T, E>,
+{
     InTx {
         store,
         decode,
