@@ -171,8 +171,25 @@ async fn check_catches_a_doubled_and_a_missing_order() {
 fn check_refuses_a_topic_without_orders() {
     let dir = tempfile::tempdir().unwrap();
     let db = db_url(dir.path());
+    let missing_db = idemq(&["demo", "check", "--db", &db, "--topic", "never-ran"]);
+    assert_eq!(missing_db.status.code(), Some(2));
+    let ran = idemq(&[
+        "demo",
+        "run",
+        "--db",
+        &db,
+        "--topic",
+        "ran",
+        "--orders",
+        "5",
+        "--store",
+        "memory://",
+    ]);
+    assert!(ran.status.success(), "{}", stdout(&ran));
     let out = idemq(&["demo", "check", "--db", &db, "--topic", "never-ran"]);
     assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"never-ran\" has no orders"), "{err}");
 }
 
 #[test]
