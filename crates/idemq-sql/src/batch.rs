@@ -52,3 +52,40 @@ pub fn decide_claims(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use idemq_core::store::transition;
+    use idemq_core::{IdempotencyKey, RecordKey, Scope};
+
+    use super::*;
+
+    fn req(k: &str) -> ClaimRequest {
+        ClaimRequest {
+            key: RecordKey::new(Scope::new("s").unwrap(), IdempotencyKey::new(k).unwrap()),
+            fingerprint: None,
+            lease: Duration::from_secs(10),
+            retention: Duration::from_secs(100),
+        }
+    }
+
+    #[test]
+    fn a_key_twice_in_a_batch_is_acquired_once_and_missing_rows_are_reported() {
+        let reqs = vec![req("a"), req("a"), req("gone")];
+        // "a" was released, so the first occurrence takes it and the second sees that.
+        let (_, rec) = transition::claim(None, &reqs[0], 1_000);
+        let released =
+            transition::release(rec.as_ref(), idemq_core::FencingToken(1), 2_000).unwrap();
+        let rows = HashMap::from([(row_key(&reqs[0]), released)]);
+        let d = decide_claims(&reqs, &[0, 1, 2], rows, 3_000);
+        assert!(matches!(
+            d.claims[0],
+            (0, Claim::Acquired { attempt: 2, .. })
+        ));
+        assert!(matches!(d.claims[1], (1, Claim::InProgress { .. })));
+        assert_eq!(d.missing, vec![2]);
+        assert_eq!(d.writes.len(), 1);
+    }
+}
