@@ -1,10 +1,15 @@
 //! Throughput of the Redis store against raw `EVALSHA` calls of the same scripts, in one run.
 //!
 //! `cargo bench -p idemq-redis --bench redis_store` (Redis on 127.0.0.1:6379, or `REDIS_URL`).
-//! Sizes: `IDEMQ_BENCH_MSGS` (single path, default 50000), `IDEMQ_BENCH_TASKS` (32),
-//! `IDEMQ_BENCH_SERIAL_MSGS` (one-task comparison, 3000), `IDEMQ_BENCH_BATCH_MSGS` (200000),
+//! Sizes: `IDEMQ_BENCH_MSGS` (single path, default 20000), `IDEMQ_BENCH_TASKS` (32),
+//! `IDEMQ_BENCH_SERIAL_MSGS` (one-task comparison, 2000), `IDEMQ_BENCH_BATCH_MSGS` (200000),
 //! `IDEMQ_BENCH_BATCH_TASKS` (4), `IDEMQ_BENCH_ROUNDS` (2: every measurement is repeated,
-//! raw and store alternating, and the mean reported).
+//! raw and store alternating, and the mean reported). `IDEMQ_BENCH_CLEANUP=0` leaves the
+//! records for Redis to expire (their retention is one minute) instead of unlinking them.
+//!
+//! Each line also gives the Redis server's own CPU time per message (from `INFO cpu`): on a
+//! loaded machine the wall-clock rates vary, that cost much less, and one core divided by it
+//! is what the server could do alone.
 //!
 //! The engine runs with the heartbeat off (`EngineConfig::heartbeat(None)`): it only adds a
 //! timer per message, and a handler this short never reaches it.
@@ -23,12 +28,13 @@ use idemq_redis::{Completion, RedisStore};
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
-const LEASE: Duration = Duration::from_secs(60);
-/// Short, so Redis drops the bench's records soon even if the final purge is interrupted.
-const RETENTION: Duration = Duration::from_secs(300);
-/// The bench's own key prefix, so cleanup is one SCAN however many scopes it used.
+const LEASE: Duration = Duration::from_secs(30);
+/// Short, so Redis drops the bench's records soon even if the cleanup is skipped or cut off.
+const RETENTION: Duration = Duration::from_secs(60);
+/// The bench's own key prefix.
 const PREFIX: &str = "idemq-bench";
 const PAYLOAD: &[u8] = b"reduce stock of item 42 by 1";
+const BATCH: usize = 100;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -41,26 +47,63 @@ fn scope() -> Scope {
     Scope::new(format!("bench/{}", uuid::Uuid::new_v4().simple())).unwrap()
 }
 
-/// Runs `tasks` copies of `body(task)` at once and answers messages per second.
-async fn measure<F, Fut>(msgs: usize, tasks: usize, body: F) -> f64
+/// The name of message `i` of task `t`: every measurement names its keys so, in its own
+/// scope, and the cleanup unlinks them by name.
+fn name(t: usize, i: usize) -> String {
+    format!("t{t}-{i}")
+}
+
+/// The Redis CPU time used so far (user + system), in seconds.
+async fn redis_cpu(conn: &mut ConnectionManager) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            matches!(k, "used_cpu_sys" | "used_cpu_user").then(|| v.trim().parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// A measurement: messages per second, and the Redis CPU microseconds per message.
+#[derive(Clone, Copy)]
+struct Rate {
+    msgs_per_s: f64,
+    redis_us: f64,
+}
+
+/// Runs `tasks` copies of `body(task)` at once.
+async fn measure<F, Fut>(conn: &ConnectionManager, msgs: usize, tasks: usize, body: F) -> Rate
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let mut conn = conn.clone();
+    let cpu = redis_cpu(&mut conn).await;
     let started = Instant::now();
     let handles: Vec<_> = (0..tasks).map(|t| tokio::spawn(body(t))).collect();
     for h in handles {
         h.await.expect("bench task panicked");
     }
-    msgs as f64 / started.elapsed().as_secs_f64()
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = redis_cpu(&mut conn).await - cpu;
+    Rate {
+        msgs_per_s: msgs as f64 / elapsed,
+        redis_us: cpu * 1e6 / msgs as f64,
+    }
 }
 
-/// The same scripts the store runs, called directly.
+/// The same scripts the store runs, called directly with their arguments prepared once.
 struct Raw {
     conn: ConnectionManager,
     claim: Script,
     complete: Script,
     fingerprint: [u8; 32],
+    lease: String,
+    retention: String,
 }
 
 impl Raw {
@@ -79,49 +122,35 @@ impl Raw {
         inv.invoke_async(&mut self.conn.clone()).await.unwrap()
     }
 
-    /// Claims and completes `keys` with one script call each.
+    /// Claims and completes `keys` (all new) with one script call each.
     async fn claim_complete(&self, keys: &[String]) {
-        let (lease, retention) = (
-            LEASE.as_millis().to_string(),
-            RETENTION.as_millis().to_string(),
-        );
-        let mut args: Vec<&[u8]> = Vec::with_capacity(keys.len() * 3);
-        for _ in keys {
-            args.extend([
-                &self.fingerprint[..],
-                lease.as_bytes(),
-                retention.as_bytes(),
-            ]);
+        let mut args: Vec<&[u8]> = Vec::with_capacity(keys.len() + 2);
+        args.extend([self.lease.as_bytes(), self.retention.as_bytes()]);
+        args.extend(keys.iter().map(|_| &self.fingerprint[..]));
+        match self.eval(&self.claim, keys, &args).await {
+            // 'N' is Acquired with token 1.
+            Value::BulkString(b) if b.len() == keys.len() && b.iter().all(|&c| c == b'N') => {}
+            other => panic!("expected every key acquired, got {other:?}"),
         }
-        let Value::Array(claims) = self.eval(&self.claim, keys, &args).await else {
-            panic!("claim answer")
-        };
-        let tokens: Vec<String> = claims
-            .into_iter()
-            .map(|c| match c {
-                Value::Array(a) if a[0] == Value::Int(1) => match &a[1] {
-                    Value::Int(t) => t.to_string(),
-                    other => panic!("token {other:?}"),
-                },
-                other => panic!("expected Acquired, got {other:?}"),
-            })
-            .collect();
-        let mut args: Vec<&[u8]> = Vec::with_capacity(keys.len() * 4);
-        for t in &tokens {
-            args.extend([t.as_bytes(), retention.as_bytes(), b"0", b""]);
+        let mut args: Vec<&[u8]> = Vec::with_capacity(keys.len() + 2);
+        args.extend([self.retention.as_bytes(), b""]);
+        args.extend(keys.iter().map(|_| &b"1"[..]));
+        match self.eval(&self.complete, keys, &args).await {
+            Value::BulkString(b) if b.len() == keys.len() && b.iter().all(|&c| c == b'1') => {}
+            other => panic!("lease lost: {other:?}"),
         }
-        let Value::Array(done) = self.eval(&self.complete, keys, &args).await else {
-            panic!("complete answer")
-        };
-        assert!(done.iter().all(|d| *d == Value::Int(1)), "lease lost");
     }
 }
 
-fn report(name: &str, rates: &[f64]) -> f64 {
-    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-    let each: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+fn report(name: &str, rates: &[Rate]) -> f64 {
+    let mean = rates.iter().map(|r| r.msgs_per_s).sum::<f64>() / rates.len() as f64;
+    let cpu = rates.iter().map(|r| r.redis_us).sum::<f64>() / rates.len() as f64;
+    let each: Vec<String> = rates
+        .iter()
+        .map(|r| format!("{:.0}", r.msgs_per_s))
+        .collect();
     println!(
-        "  {name:<58} {mean:>9.0} msgs/s  (rounds: {})",
+        "  {name:<50} {mean:>8.0} msgs/s  redis {cpu:>5.2} us/msg  (rounds: {})",
         each.join(", ")
     );
     mean
@@ -130,12 +159,13 @@ fn report(name: &str, rates: &[f64]) -> f64 {
 #[tokio::main]
 async fn main() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let msgs = env("IDEMQ_BENCH_MSGS", 50_000);
+    let msgs = env("IDEMQ_BENCH_MSGS", 20_000);
     let tasks = env("IDEMQ_BENCH_TASKS", 32).max(1);
     let batch_msgs = env("IDEMQ_BENCH_BATCH_MSGS", 200_000);
     let batch_tasks = env("IDEMQ_BENCH_BATCH_TASKS", 4).max(1);
     let rounds = env("IDEMQ_BENCH_ROUNDS", 2).max(1);
-    const BATCH: usize = 100;
+    let cleanup = env("IDEMQ_BENCH_CLEANUP", 1) != 0;
+    let bench_started = Instant::now();
 
     let store = RedisStore::builder()
         .prefix(PREFIX)
@@ -145,13 +175,20 @@ async fn main() {
     let conn = ConnectionManager::new(redis::Client::open(url.as_str()).unwrap())
         .await
         .unwrap();
+    // INFO and cleanup on their own connection, off the measured one.
+    let admin = ConnectionManager::new(redis::Client::open(url.as_str()).unwrap())
+        .await
+        .unwrap();
     let raw = Arc::new(Raw {
         conn,
         claim: Script::new(include_str!("../src/lua/claim.lua")),
         complete: Script::new(include_str!("../src/lua/complete.lua")),
         fingerprint: Fingerprint::of(PAYLOAD).0,
+        lease: LEASE.as_millis().to_string(),
+        retention: RETENTION.as_millis().to_string(),
     });
-    let mut scopes = Vec::new();
+    // Every measurement's scope and key names: (scope, tasks, messages per task).
+    let mut made: Vec<(Scope, usize, usize)> = Vec::new();
     let per_task = msgs / tasks;
     let per_batch_task = batch_msgs / batch_tasks / BATCH;
 
@@ -168,8 +205,8 @@ async fn main() {
     // Warm up: scripts loaded, connections open, allocator warm.
     {
         let s = scope();
-        raw.claim_complete(&[Raw::key(&s, "warm")]).await;
-        scopes.push(s);
+        raw.claim_complete(&[Raw::key(&s, &name(0, 0))]).await;
+        made.push((s, 1, 1));
     }
 
     println!(
@@ -180,14 +217,13 @@ async fn main() {
     let (mut raw_single, mut engine_single, mut piped) = (vec![], vec![], vec![]);
     for _ in 0..rounds {
         let s = scope();
-        scopes.push(s.clone());
+        made.push((s.clone(), tasks, per_task));
         raw_single.push(
-            measure(per_task * tasks, tasks, |t| {
+            measure(&admin, per_task * tasks, tasks, |t| {
                 let (raw, s) = (raw.clone(), s.clone());
                 async move {
                     for i in 0..per_task {
-                        raw.claim_complete(&[Raw::key(&s, &format!("t{t}-{i}"))])
-                            .await;
+                        raw.claim_complete(&[Raw::key(&s, &name(t, i))]).await;
                     }
                 }
             })
@@ -195,7 +231,7 @@ async fn main() {
         );
 
         let s = scope();
-        scopes.push(s.clone());
+        made.push((s.clone(), tasks, per_task));
         let engine: Engine<Envelope> = Engine::new(
             store.clone(),
             EngineConfig::new(s)
@@ -205,16 +241,16 @@ async fn main() {
             KeyStrategy::MessageId,
         );
         engine_single.push(
-            measure(per_task * tasks, tasks, |t| {
+            measure(&admin, per_task * tasks, tasks, |t| {
                 engine_task(engine.clone(), t, per_task)
             })
             .await,
         );
 
         let s = scope();
-        scopes.push(s.clone());
+        made.push((s.clone(), tasks, per_task));
         piped.push(
-            measure(per_task * tasks, tasks, |t| {
+            measure(&admin, per_task * tasks, tasks, |t| {
                 piped_task(store.clone(), s.clone(), t, per_task)
             })
             .await,
@@ -231,33 +267,46 @@ async fn main() {
         p / r
     );
 
-    let serial = env("IDEMQ_BENCH_SERIAL_MSGS", 3_000);
+    let serial = env("IDEMQ_BENCH_SERIAL_MSGS", 2_000);
     println!(
         "one task, messages one after another ({serial} msgs, latency-bound: where pipelining \
          shows)"
     );
     let (mut engine_serial, mut piped_serial) = (vec![], vec![]);
     for _ in 0..rounds {
+        let s = scope();
+        made.push((s.clone(), 1, serial));
         let engine: Engine<Envelope> = Engine::new(
             store.clone(),
-            EngineConfig::new(scope())
+            EngineConfig::new(s)
                 .lease(LEASE)
                 .retention(RETENTION)
                 .heartbeat(None),
             KeyStrategy::MessageId,
         );
-        engine_serial.push(measure(serial, 1, |_| engine_task(engine.clone(), 0, serial)).await);
-        piped_serial
-            .push(measure(serial, 1, |_| piped_task(store.clone(), scope(), 0, serial)).await);
+        engine_serial.push(
+            measure(&admin, serial, 1, |_| {
+                engine_task(engine.clone(), 0, serial)
+            })
+            .await,
+        );
+        let s = scope();
+        made.push((s.clone(), 1, serial));
+        piped_serial.push(
+            measure(&admin, serial, 1, |_| {
+                piped_task(store.clone(), s.clone(), 0, serial)
+            })
+            .await,
+        );
     }
     let e = report("Engine::run, 1 task", &engine_serial);
     let p = report("pipelined complete_and_claim, 1 task", &piped_serial);
     println!("  pipelined gain at 1 task: {:.2}x", p / e);
 
+    let batch_total = per_batch_task * batch_tasks * BATCH;
     println!(
-        "batch path: {} msgs, {batch_tasks} concurrent tasks, batches of {BATCH}: one claim \
-         call + one complete call per batch",
-        per_batch_task * batch_tasks * BATCH
+        "batch path: {batch_total} msgs, {batch_tasks} concurrent tasks, batches of {BATCH}: one \
+         claim call + one complete call per batch"
     );
     // Computed once, as the raw baseline's is: this compares the store with raw calls, not
     // SHA-256 with nothing.
@@ -265,14 +314,14 @@ async fn main() {
     let (mut raw_batch, mut store_batch) = (vec![], vec![]);
     for _ in 0..rounds {
         let s = scope();
-        scopes.push(s.clone());
+        made.push((s.clone(), batch_tasks, per_batch_task * BATCH));
         raw_batch.push(
-            measure(per_batch_task * batch_tasks * BATCH, batch_tasks, |t| {
+            measure(&admin, batch_total, batch_tasks, |t| {
                 let (raw, s) = (raw.clone(), s.clone());
                 async move {
                     for b in 0..per_batch_task {
                         let keys: Vec<String> = (0..BATCH)
-                            .map(|i| Raw::key(&s, &format!("t{t}-{b}-{i}")))
+                            .map(|i| Raw::key(&s, &name(t, b * BATCH + i)))
                             .collect();
                         raw.claim_complete(&keys).await;
                     }
@@ -282,9 +331,9 @@ async fn main() {
         );
 
         let s = scope();
-        scopes.push(s.clone());
+        made.push((s.clone(), batch_tasks, per_batch_task * BATCH));
         store_batch.push(
-            measure(per_batch_task * batch_tasks * BATCH, batch_tasks, |t| {
+            measure(&admin, batch_total, batch_tasks, |t| {
                 let (store, s) = (store.clone(), s.clone());
                 async move {
                     for b in 0..per_batch_task {
@@ -292,7 +341,7 @@ async fn main() {
                             .map(|i| ClaimRequest {
                                 key: RecordKey::new(
                                     s.clone(),
-                                    IdempotencyKey::new(format!("t{t}-{b}-{i}")).unwrap(),
+                                    IdempotencyKey::new(name(t, b * BATCH + i)).unwrap(),
                                 ),
                                 fingerprint: Some(fingerprint),
                                 lease: LEASE,
@@ -326,43 +375,59 @@ async fn main() {
     let b = report("claim_batch(100) + complete_batch(100)", &store_batch);
     println!("  ratio store/raw: {:.3}", b / r);
 
-    drop(scopes);
-    let started = Instant::now();
-    let mut conn = raw.conn.clone();
-    let (mut cursor, mut purged) = (0u64, 0u64);
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{PREFIX}:*"))
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let n: u64 = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            purged += n;
-        }
-        cursor = next;
-        if cursor == 0 {
-            break;
+    let records: usize = made.iter().map(|(_, t, n)| t * n).sum();
+    if cleanup {
+        let started = Instant::now();
+        let unlinked = unlink(&admin, &made).await;
+        println!(
+            "cleanup: unlinked {unlinked} of {records} bench records by name in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        println!(
+            "cleanup: skipped; Redis drops the {records} bench records within {} s",
+            RETENTION.max(LEASE).as_secs()
+        );
+    }
+    println!("total {:.1} s", bench_started.elapsed().as_secs_f64());
+}
+
+/// Unlinks every record the bench made, by name: UNLINKs of 1000 keys, pipelined 16 at a
+/// time (no SCAN over the whole keyspace).
+async fn unlink(conn: &ConnectionManager, made: &[(Scope, usize, usize)]) -> u64 {
+    let mut conn = conn.clone();
+    let names = made
+        .iter()
+        .flat_map(|(s, tasks, n)| (0..*tasks).flat_map(move |t| (0..*n).map(move |i| (s, t, i))));
+    let mut pipe = redis::pipe();
+    let (mut cmd, mut in_cmd, mut cmds, mut unlinked) = (redis::cmd("UNLINK"), 0, 0, 0u64);
+    let mut flush = async |pipe: &mut redis::Pipeline| {
+        let counts: Vec<u64> = pipe.query_async(&mut conn).await.unwrap();
+        pipe.clear();
+        counts.iter().sum::<u64>()
+    };
+    for (s, t, i) in names {
+        cmd.arg(Raw::key(s, &name(t, i)));
+        in_cmd += 1;
+        if in_cmd == 1000 {
+            pipe.add_command(std::mem::replace(&mut cmd, redis::cmd("UNLINK")));
+            (in_cmd, cmds) = (0, cmds + 1);
+            if cmds == 16 {
+                unlinked += flush(&mut pipe).await;
+                cmds = 0;
+            }
         }
     }
-    println!(
-        "cleanup: deleted {purged} bench records in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    if in_cmd > 0 {
+        pipe.add_command(cmd);
+    }
+    unlinked + flush(&mut pipe).await
 }
 
 /// One consumer task: `n` messages through `Engine::run`, each claimed and completed.
 async fn engine_task(engine: Engine<Envelope>, t: usize, n: usize) {
     for i in 0..n {
-        let msg = Envelope::new(Bytes::from_static(PAYLOAD)).with_message_id(format!("t{t}-{i}"));
+        let msg = Envelope::new(Bytes::from_static(PAYLOAD)).with_message_id(name(t, i));
         let out = engine
             .run(&msg, || async { Ok::<_, Infallible>(()) })
             .await
@@ -374,7 +439,7 @@ async fn engine_task(engine: Engine<Envelope>, t: usize, n: usize) {
 /// One consumer task whose completion of message N rides with the claim of N+1.
 async fn piped_task(store: RedisStore, s: Scope, t: usize, n: usize) {
     let req = |i: usize| ClaimRequest {
-        key: RecordKey::new(s.clone(), IdempotencyKey::new(format!("t{t}-{i}")).unwrap()),
+        key: RecordKey::new(s.clone(), IdempotencyKey::new(name(t, i)).unwrap()),
         fingerprint: Some(Fingerprint::of(PAYLOAD)),
         lease: LEASE,
         retention: RETENTION,

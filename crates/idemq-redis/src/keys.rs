@@ -28,26 +28,29 @@ impl Layout {
     /// The Redis key of a record. Both forms are unambiguous: the scope cannot hold `{` or `}`,
     /// so the first brace after the prefix marks where the scope ends.
     pub(crate) fn key(&self, k: &RecordKey) -> String {
-        let (p, s, key) = (&self.prefix, k.scope.as_str(), k.key.as_str());
-        let mut out = String::with_capacity(p.len() + s.len() + key.len() + 5);
-        match self.tag {
-            HashTag::Scope => {
-                out.push_str(p);
-                out.push_str(":{");
-                out.push_str(s);
-                out.push_str("}:");
-                out.push_str(key);
-            }
-            HashTag::Key => {
-                out.push_str(p);
-                out.push(':');
-                out.push_str(s);
-                out.push_str(":{");
-                out.push_str(key);
-                out.push('}');
-            }
+        let mut out = Vec::with_capacity(
+            self.prefix.len() + k.scope.as_str().len() + k.key.as_str().len() + 5,
+        );
+        self.write_key(k, &mut out);
+        String::from_utf8(out).expect("keys are text")
+    }
+
+    /// Writes the Redis key of a record (see [`Layout::key`]) without building a `String`,
+    /// e.g. straight into a command being built.
+    pub(crate) fn write_key(&self, k: &RecordKey, out: &mut impl std::io::Write) {
+        let (p, s, key) = (
+            self.prefix.as_bytes(),
+            k.scope.as_str().as_bytes(),
+            k.key.as_str().as_bytes(),
+        );
+        let parts: [&[u8]; 6] = match self.tag {
+            HashTag::Scope => [p, b":{", s, b"}:", key, b""],
+            HashTag::Key => [p, b":", s, b":{", key, b"}"],
+        };
+        for part in parts {
+            // Writing to memory cannot fail.
+            let _ = out.write_all(part);
         }
-        out
     }
 
     /// The SCAN `MATCH` pattern of every record of `scope`, and nothing else.

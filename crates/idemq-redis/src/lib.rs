@@ -1,9 +1,10 @@
 //! A Redis store for idemq, on a single node or a Redis Cluster.
 //!
-//! [`RedisStore`] keeps each record as a Redis hash that expires (`PEXPIREAT`) when the
-//! record does. Every transition — claim, complete, release, extend — is one Lua script, so
-//! it is atomic in Redis and decided by the server's clock; a claim answers the existing
-//! record's state in the same round trip. The scripts follow the rules of
+//! [`RedisStore`] keeps each record as one packed Redis string that expires (`PEXPIREAT`)
+//! when the record does. Every transition — claim, complete, release, extend — is one Lua
+//! script, so it is atomic in Redis and decided by the server's clock; a claim of a new key is
+//! a single `SET NX` inside it, and a claim of an existing one answers the record's state in
+//! the same round trip. The scripts follow the rules of
 //! [`idemq_core::store::transition`] and pass the shared conformance suite on one node and on
 //! a cluster.
 //!

@@ -1,4 +1,7 @@
 //! Reading the scripts' answers back into records and claims.
+//!
+//! The batch scripts answer one binary string each (see `lua/claim.lua`), read here in place
+//! without a [`Value`] per key; records come back as stored (the layout in `store.rs`).
 
 use bytes::Bytes;
 use idemq_core::{Claim, FencingToken, Fingerprint, Record, State, StoreError};
@@ -25,14 +28,6 @@ fn num(b: &[u8]) -> Result<i64, StoreError> {
         .map_err(|_| corrupt(format!("not a number: {s:?}")))
 }
 
-fn bytes(v: Value) -> Option<Bytes> {
-    match v {
-        Value::BulkString(b) => Some(Bytes::from(b)),
-        Value::SimpleString(s) => Some(Bytes::from(s)),
-        _ => None,
-    }
-}
-
 fn array(v: Value) -> Result<Vec<Value>, StoreError> {
     match v {
         Value::Array(a) => Ok(a),
@@ -40,91 +35,154 @@ fn array(v: Value) -> Result<Vec<Value>, StoreError> {
     }
 }
 
-/// Reads the claim script's answers, one per key.
+fn blob(v: Value) -> Result<Vec<u8>, StoreError> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.into_bytes()),
+        other => Err(corrupt(format!("expected a string, got {other:?}"))),
+    }
+}
+
+/// A cursor over a binary answer or record.
+struct Reader<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if self.buf.len() < n {
+            return Err(corrupt(format!("{} is cut short", self.what)));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn byte(&mut self) -> Result<u8, StoreError> {
+        Ok(self.take(1)?[0])
+    }
+
+    /// A big-endian `i8` of Lua's `struct.pack`.
+    fn i64(&mut self) -> Result<i64, StoreError> {
+        let b = self.take(8)?;
+        Ok(i64::from_be_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes(b.try_into().expect("4 bytes")))
+    }
+}
+
+/// Reads the claim script's answer, one entry per key.
 pub(crate) fn claims(v: Value, expected: usize) -> Result<Vec<Claim>, StoreError> {
-    let answers = array(v)?;
-    if answers.len() != expected {
+    let buf = blob(v)?;
+    let mut r = Reader {
+        buf: &buf,
+        what: "a claim answer",
+    };
+    let mut out = Vec::with_capacity(expected);
+    while !r.buf.is_empty() {
+        out.push(match r.byte()? {
+            b'N' => Claim::Acquired {
+                token: FencingToken(1),
+                attempt: 1,
+                takeover: false,
+            },
+            b'A' => Claim::Acquired {
+                token: FencingToken(r.i64()? as u64),
+                attempt: r.i64()? as u32,
+                takeover: r.byte()? != 0,
+            },
+            b'I' => Claim::InProgress { until: r.i64()? },
+            b'D' => Claim::Done { result: None },
+            b'R' => {
+                let len = r.u32()? as usize;
+                Claim::Done {
+                    result: Some(Bytes::copy_from_slice(r.take(len)?)),
+                }
+            }
+            b'X' => Claim::Conflict,
+            other => return Err(corrupt(format!("unknown claim answer {other:#04x}"))),
+        });
+    }
+    if out.len() != expected {
         return Err(corrupt(format!(
             "{} claim answers for {expected} keys",
-            answers.len()
+            out.len()
         )));
     }
-    answers.into_iter().map(claim).collect()
+    Ok(out)
 }
 
-fn claim(v: Value) -> Result<Claim, StoreError> {
-    let mut a = array(v)?.into_iter();
-    let tag = a.next().as_ref().map(int).transpose()?;
-    let mut next_int = || {
-        a.next()
-            .as_ref()
-            .map(int)
-            .transpose()?
-            .ok_or_else(|| corrupt("short claim answer"))
-    };
-    Ok(match tag {
-        Some(1) => {
-            let token = FencingToken(next_int()? as u64);
-            let attempt = next_int()? as u32;
-            let takeover = next_int()? != 0;
-            Claim::Acquired {
-                token,
-                attempt,
-                takeover,
-            }
-        }
-        Some(2) => Claim::InProgress { until: next_int()? },
-        Some(3) => Claim::Done {
-            result: a.next().and_then(bytes),
-        },
-        Some(4) => Claim::Conflict,
-        _ => return Err(corrupt("unknown claim answer")),
-    })
-}
-
-/// Reads the completion script's answers: true where the token owned the record.
+/// Reads the completion script's answer: true where the token owned the record.
 pub(crate) fn flags(v: Value, expected: usize) -> Result<Vec<bool>, StoreError> {
-    let answers = array(v)?;
-    if answers.len() != expected {
+    let buf = blob(v)?;
+    if buf.len() != expected {
         return Err(corrupt(format!(
             "{} answers for {expected} keys",
-            answers.len()
+            buf.len()
         )));
     }
-    answers.iter().map(|v| int(v).map(|i| i == 1)).collect()
+    buf.iter()
+        .map(|b| match b {
+            b'1' => Ok(true),
+            b'0' => Ok(false),
+            _ => Err(corrupt("unknown completion answer")),
+        })
+        .collect()
 }
 
-/// Reads the get script's answer.
+/// Reads the get script's answer: a record as stored, or nil.
 pub(crate) fn record(v: Value) -> Result<Option<Record>, StoreError> {
     if matches!(v, Value::Nil) {
         return Ok(None);
     }
-    let f = array(v)?;
-    let [state, token, lease_until, expires_at, fingerprint, attempts, created_at, updated_at, result]: [Value; 9] =
-        f.try_into().map_err(|_| corrupt("a record has the wrong number of fields"))?;
-    let state = bytes(state)
-        .and_then(|s| State::parse(std::str::from_utf8(&s).ok()?))
-        .ok_or_else(|| corrupt("a record has no valid state"))?;
-    let fingerprint = match bytes(fingerprint) {
-        None => None,
-        Some(b) if b.is_empty() => None,
-        Some(b) => Some(Fingerprint(
-            b[..]
+    decode(&blob(v)?).map(Some)
+}
+
+/// Decodes a stored record (the layout in `store.rs`).
+pub(crate) fn decode(buf: &[u8]) -> Result<Record, StoreError> {
+    let mut r = Reader {
+        buf,
+        what: "a record",
+    };
+    let state = match r.byte()? {
+        b'C' => State::Consuming,
+        b'D' => State::Consumed,
+        _ => return Err(corrupt("a record has no valid state")),
+    };
+    let token = FencingToken(r.i64()? as u64);
+    let lease_until = r.i64()?;
+    let expires_at = r.i64()?;
+    let attempts = r.i64()? as u32;
+    let created_at = r.i64()?;
+    let updated_at = r.i64()?;
+    let fingerprint = match r.byte()? as usize {
+        0 => None,
+        n => Some(Fingerprint(
+            r.take(n)?
                 .try_into()
                 .map_err(|_| corrupt("a fingerprint is not 32 bytes"))?,
         )),
     };
-    Ok(Some(Record {
+    let result = match r.byte()? {
+        b'n' => None,
+        b'r' => Some(Bytes::copy_from_slice(r.buf)),
+        _ => return Err(corrupt("a record has no valid result marker")),
+    };
+    Ok(Record {
         state,
-        token: FencingToken(int(&token)? as u64),
-        lease_until: int(&lease_until)?,
-        expires_at: int(&expires_at)?,
+        token,
+        lease_until,
+        expires_at,
         fingerprint,
-        result: bytes(result),
-        attempts: int(&attempts)? as u32,
-        created_at: int(&created_at)?,
-        updated_at: int(&updated_at)?,
-    }))
+        result,
+        attempts,
+        created_at,
+        updated_at,
+    })
 }
 
 /// Reads the stats script's answer.
@@ -147,21 +205,25 @@ mod tests {
 
     #[test]
     fn claim_answers_parse() {
-        let v = Value::Array(vec![
-            Value::Array(vec![
-                Value::Int(1),
-                Value::Int(3),
-                Value::Int(2),
-                Value::Int(1),
-            ]),
-            Value::Array(vec![Value::Int(2), Value::Int(1_700_000_000_000)]),
-            Value::Array(vec![Value::Int(3), Value::BulkString(vec![0, 255])]),
-            Value::Array(vec![Value::Int(3), Value::Nil]),
-            Value::Array(vec![Value::Int(4)]),
-        ]);
+        let mut buf = b"N".to_vec();
+        buf.push(b'A');
+        buf.extend(3i64.to_be_bytes());
+        buf.extend(2i64.to_be_bytes());
+        buf.push(1);
+        buf.push(b'I');
+        buf.extend(1_700_000_000_000i64.to_be_bytes());
+        buf.push(b'R');
+        buf.extend(2u32.to_be_bytes());
+        buf.extend([0, 255]);
+        buf.extend(b"DX");
         assert_eq!(
-            claims(v, 5).unwrap(),
+            claims(Value::BulkString(buf.clone()), 6).unwrap(),
             vec![
+                Claim::Acquired {
+                    token: FencingToken(1),
+                    attempt: 1,
+                    takeover: false
+                },
                 Claim::Acquired {
                     token: FencingToken(3),
                     attempt: 2,
@@ -177,7 +239,30 @@ mod tests {
                 Claim::Conflict,
             ]
         );
-        assert!(claims(Value::Array(vec![]), 1).is_err());
+        assert!(claims(Value::BulkString(buf.clone()), 5).is_err());
+        assert!(claims(Value::BulkString(buf[..buf.len() - 4].to_vec()), 6).is_err());
+        assert!(claims(Value::BulkString(b"?".to_vec()), 1).is_err());
+    }
+
+    #[test]
+    fn records_decode_and_reject_garbage() {
+        let mut buf = vec![b'D'];
+        for n in [7i64, 0, 99, 2, 10, 20] {
+            buf.extend(n.to_be_bytes());
+        }
+        buf.push(32);
+        buf.extend([9u8; 32]);
+        buf.push(b'r');
+        buf.extend([0, b'\r', b'\n']);
+        let rec = decode(&buf).unwrap();
+        assert_eq!(rec.state, State::Consumed);
+        assert_eq!(rec.token, FencingToken(7));
+        assert_eq!((rec.lease_until, rec.expires_at), (0, 99));
+        assert_eq!((rec.attempts, rec.created_at, rec.updated_at), (2, 10, 20));
+        assert_eq!(rec.fingerprint, Some(Fingerprint([9; 32])));
+        assert_eq!(rec.result.as_deref(), Some(&[0, b'\r', b'\n'][..]));
+        assert!(decode(&buf[..40]).is_err());
+        assert!(decode(b"state").is_err());
     }
 
     #[test]

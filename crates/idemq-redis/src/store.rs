@@ -2,13 +2,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::hash::Hash;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use idemq_core::store::ScopeStats;
 use idemq_core::time::UnixMillis;
 use idemq_core::{Claim, ClaimRequest, FencingToken, Record, RecordKey, Scope, Store, StoreError};
-use redis::{Cmd, Value};
+use redis::{Cmd, RedisWrite, Value};
 
 use crate::config::RedisStoreBuilder;
 use crate::conn::{as_array, store_error, Conn, Node};
@@ -44,10 +45,20 @@ pub struct Completion<'a> {
 
 /// A [`Store`] on Redis, a single node or a Redis Cluster. Cheap to clone.
 ///
-/// Each record is a hash (`state`, `token`, `lease_until`, `expires_at`, `fingerprint`,
-/// `attempts`, `created_at`, `updated_at` and, once consumed, `result`) that Redis drops at its
-/// `expires_at` (`PEXPIREAT`). Every transition is one Lua script run by `EVALSHA` (loaded
-/// on demand) and decided by the server's clock.
+/// Each record is one string that Redis drops at the record's `expires_at` (`PEXPIREAT`), so
+/// a new key is claimed with a single `SET NX` inside the script. Every transition is one
+/// Lua script run by `EVALSHA` (loaded on demand) and decided by the server's clock.
+///
+/// # Record layout
+///
+/// Big-endian, as Lua's `struct.pack('>c1i8i8i8i8i8i8Bc0', ..)` writes it, then the result:
+///
+/// | bytes  | field                                                   |
+/// |--------|---------------------------------------------------------|
+/// | 1      | state: `C` consuming, `D` consumed                      |
+/// | 8 each | token, lease_until, expires_at, attempts, created_at, updated_at (signed) |
+/// | 1 + n  | fingerprint length (0 or 32) and its bytes              |
+/// | 1      | `n` no result, or `r` followed by the result to the end |
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Conn,
@@ -137,50 +148,42 @@ impl RedisStore {
     }
 
     /// Completes many claims, grouped into as few script calls as the slots allow (one on a
-    /// single node or with [`HashTag::Scope`]). The outer error means nothing is known; the
-    /// inner ones are per completion, in order: [`StoreError::LeaseLost`] or
-    /// [`StoreError::ResultTooLarge`].
+    /// single node or with [`HashTag::Scope`], when they share a retention). The outer error
+    /// means nothing is known; the inner ones are per completion, in order:
+    /// [`StoreError::LeaseLost`] or [`StoreError::ResultTooLarge`].
     pub async fn complete_batch(
         &self,
         items: &[Completion<'_>],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        let mut out: Vec<Option<Result<(), StoreError>>> = items
-            .iter()
-            .map(|c| self.check_size(c.result).err().map(Err))
-            .collect();
-        let todo: Vec<usize> = (0..items.len()).filter(|&i| out[i].is_none()).collect();
-        let keys: Vec<String> = todo
-            .iter()
-            .map(|&i| self.layout.key(items[i].key))
-            .collect();
-        let done = self
-            .per_slot(
-                &keys,
-                |idx| {
-                    let mut cmd = scripts::evalsha(&scripts::COMPLETE, idx.len());
-                    for &j in idx {
-                        cmd.arg(&keys[j]);
-                    }
-                    for &j in idx {
-                        complete_args(&mut cmd, &items[todo[j]]);
-                    }
-                    cmd
-                },
-                &scripts::COMPLETE,
-                reply::flags,
-            )
-            .await?;
-        for (j, ok) in done.into_iter().enumerate() {
-            let i = todo[j];
-            out[i] = Some(if ok {
-                Ok(())
-            } else {
-                Err(StoreError::LeaseLost {
-                    key: items[i].key.clone(),
-                })
-            });
+        let mut out: Vec<Result<(), StoreError>> = Vec::with_capacity(items.len());
+        let mut todo = Vec::with_capacity(items.len());
+        for (i, c) in items.iter().enumerate() {
+            let checked = self.check_size(c.result);
+            if checked.is_ok() {
+                todo.push((i, self.slot(c.key), ms(c.retention)));
+            }
+            out.push(checked);
         }
-        Ok(out.into_iter().map(|r| r.unwrap_or(Ok(()))).collect())
+        let groups = group_by(todo.into_iter());
+        let cmds = groups
+            .iter()
+            .map(|(slot, idx)| (*slot, self.complete_cmd(idx.iter().map(|&i| &items[i]))))
+            .collect();
+        let answers = self
+            .conn
+            .run_many(Some(&scripts::COMPLETE), cmds)
+            .await
+            .map_err(store_error)?;
+        for ((_, idx), answer) in groups.iter().zip(answers) {
+            for (&i, ok) in idx.iter().zip(reply::flags(answer, idx.len())?) {
+                if !ok {
+                    out[i] = Err(StoreError::LeaseLost {
+                        key: items[i].key.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Completes one claim and claims the next key in the same round trip (a pipeline of
@@ -195,8 +198,8 @@ impl RedisStore {
         if let Err(e) = self.check_size(done.result) {
             return Ok((Err(e), self.claim(next).await?));
         }
-        let complete = self.complete_cmd(done);
-        let claim = self.claim_cmd(std::slice::from_ref(next));
+        let complete = self.complete_cmd(std::iter::once(done));
+        let claim = self.claim_cmd(std::iter::once(next));
         let (c, n) = if self.conn.is_cluster() {
             futures::try_join!(
                 self.conn.eval(&scripts::COMPLETE, &complete),
@@ -249,83 +252,68 @@ impl RedisStore {
         }
     }
 
-    fn claim_cmd(&self, reqs: &[ClaimRequest]) -> Cmd {
-        let mut cmd = scripts::evalsha(&scripts::CLAIM, reqs.len());
-        for r in reqs {
-            cmd.arg(self.layout.key(&r.key));
+    /// The cluster slot of a record (0 on a single node, where it does not matter).
+    fn slot(&self, key: &RecordKey) -> u16 {
+        if !self.conn.is_cluster() {
+            return 0;
         }
-        for r in reqs {
-            claim_args(&mut cmd, r);
-        }
-        cmd
+        let mut name = Vec::with_capacity(64);
+        self.layout.write_key(key, &mut name);
+        slot_of(&name)
     }
 
-    fn complete_cmd(&self, c: &Completion<'_>) -> Cmd {
-        let mut cmd = scripts::evalsha(&scripts::COMPLETE, 1);
-        cmd.arg(self.layout.key(c.key));
-        complete_args(&mut cmd, c);
-        cmd
-    }
-
-    /// Runs one multi-key script per group of `keys` that share a slot (all of them at once
-    /// on a single node), at most [`MAX_KEYS_PER_CALL`] keys a call, concurrently, and puts
-    /// the per-key answers back in the order of `keys`.
-    async fn per_slot<T>(
-        &self,
-        keys: &[String],
-        build: impl Fn(&[usize]) -> Cmd,
-        script: &redis::Script,
-        parse: impl Fn(Value, usize) -> Result<Vec<T>, StoreError>,
-    ) -> Result<Vec<T>, StoreError> {
-        let groups = self.group(keys.iter().map(String::as_bytes));
-        let cmds = groups
-            .iter()
-            .map(|(slot, idx)| (*slot, build(idx)))
-            .collect();
-        let answers = self
-            .conn
-            .run_many(Some(script), cmds)
-            .await
-            .map_err(store_error)?;
-        let mut out: Vec<Option<T>> = (0..keys.len()).map(|_| None).collect();
-        for ((_, idx), answer) in groups.iter().zip(answers) {
-            for (&i, a) in idx.iter().zip(parse(answer, idx.len())?) {
-                out[i] = Some(a);
+    /// One call of the claim script for `reqs`, which share a slot, a lease and a retention
+    /// (those of the first are sent once for all).
+    fn claim_cmd<'a>(&self, reqs: impl ExactSizeIterator<Item = &'a ClaimRequest> + Clone) -> Cmd {
+        let n = reqs.len();
+        let mut cmd = Cmd::with_capacity(5 + 2 * n, 64 + n * (self.layout.prefix.len() + 64));
+        cmd.arg("EVALSHA").arg(scripts::CLAIM.get_hash()).arg(n);
+        for r in reqs.clone() {
+            self.layout
+                .write_key(&r.key, &mut cmd.writer_for_next_arg());
+        }
+        let mut first = true;
+        for r in reqs {
+            if std::mem::take(&mut first) {
+                cmd.arg(ms(r.lease)).arg(ms(r.retention));
             }
+            match &r.fingerprint {
+                Some(fp) => cmd.arg(&fp.0[..]),
+                None => cmd.arg(&b""[..]),
+            };
         }
-        Ok(out
-            .into_iter()
-            .map(|a| a.expect("every key answered"))
-            .collect())
+        cmd
     }
 
-    /// Splits key indices into groups one script call may take, each with its slot: one
-    /// slot per group in a cluster, all keys on a single node; at most
-    /// [`MAX_KEYS_PER_CALL`] keys a group.
-    fn group<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Vec<(u16, Vec<usize>)> {
-        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
-        if self.conn.is_cluster() {
-            let mut by_slot: HashMap<u16, usize> = HashMap::new();
-            for (i, k) in keys.enumerate() {
-                let slot = slot_of(k);
-                let g = *by_slot.entry(slot).or_insert_with(|| {
-                    groups.push((slot, Vec::new()));
-                    groups.len() - 1
-                });
-                groups[g].1.push(i);
+    /// One call of the completion script for `items`, which share a slot and a retention.
+    fn complete_cmd<'a, 'b: 'a>(
+        &self,
+        items: impl ExactSizeIterator<Item = &'a Completion<'b>> + Clone,
+    ) -> Cmd {
+        let n = items.len();
+        let with_results = items.clone().any(|c| c.result.is_some());
+        let mut cmd = Cmd::with_capacity(5 + 3 * n, 64 + n * (self.layout.prefix.len() + 64));
+        cmd.arg("EVALSHA").arg(scripts::COMPLETE.get_hash()).arg(n);
+        for c in items.clone() {
+            self.layout.write_key(c.key, &mut cmd.writer_for_next_arg());
+        }
+        cmd.arg(items.clone().next().map_or(0, |c| ms(c.retention)));
+        if with_results {
+            let mask: Vec<u8> = items
+                .clone()
+                .map(|c| if c.result.is_some() { b'1' } else { b'0' })
+                .collect();
+            cmd.arg(mask);
+            for c in items {
+                cmd.arg(c.token.0).arg(c.result.unwrap_or_default());
             }
         } else {
-            groups.push((0, keys.enumerate().map(|(i, _)| i).collect()));
+            cmd.arg(&b""[..]);
+            for c in items {
+                cmd.arg(c.token.0);
+            }
         }
-        groups
-            .into_iter()
-            .flat_map(|(slot, g)| {
-                g.chunks(MAX_KEYS_PER_CALL)
-                    .map(|c| (slot, c.to_vec()))
-                    .collect::<Vec<_>>()
-            })
-            .filter(|(_, g)| !g.is_empty())
-            .collect()
+        cmd
     }
 
     async fn eval_one(&self, script: &redis::Script, cmd: &Cmd) -> Result<Value, StoreError> {
@@ -387,7 +375,12 @@ impl RedisStore {
         script: Option<&redis::Script>,
         cmd_for: impl Fn(&[usize]) -> Cmd,
     ) -> Result<Vec<Value>, StoreError> {
-        let groups = self.group(keys.iter().map(Vec::as_slice));
+        let cluster = self.conn.is_cluster();
+        let groups = group_by(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| (i, if cluster { slot_of(k) } else { 0 }, ())),
+        );
         let cmds = groups
             .iter()
             .map(|(slot, idx)| (*slot, cmd_for(idx)))
@@ -396,56 +389,73 @@ impl RedisStore {
     }
 }
 
+/// Splits items, given as (index, slot, class), into groups one script call may take, each
+/// with its slot: one slot and one class (what the call sends once for all its keys) per
+/// group, at most [`MAX_KEYS_PER_CALL`] items a group, in the order first seen.
+fn group_by<C: Copy + Eq + Hash>(
+    items: impl Iterator<Item = (usize, u16, C)>,
+) -> Vec<(u16, Vec<usize>)> {
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    // The open group of each (slot, class); most batches have one, so check the last first.
+    let mut open: HashMap<(u16, C), usize> = HashMap::new();
+    let mut last: Option<((u16, C), usize)> = None;
+    for (i, slot, class) in items {
+        let at = match last {
+            Some((k, g)) if k == (slot, class) => Some(g),
+            _ => open.get(&(slot, class)).copied(),
+        };
+        let g = match at {
+            Some(g) if groups[g].1.len() < MAX_KEYS_PER_CALL => g,
+            _ => {
+                groups.push((slot, Vec::new()));
+                open.insert((slot, class), groups.len() - 1);
+                groups.len() - 1
+            }
+        };
+        groups[g].1.push(i);
+        last = Some(((slot, class), g));
+    }
+    groups
+}
+
 fn is_noscript(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-}
-
-fn claim_args(cmd: &mut Cmd, r: &ClaimRequest) {
-    match &r.fingerprint {
-        Some(fp) => cmd.arg(&fp.0[..]),
-        None => cmd.arg(""),
-    };
-    cmd.arg(ms(r.lease)).arg(ms(r.retention));
-}
-
-fn complete_args(cmd: &mut Cmd, c: &Completion<'_>) {
-    cmd.arg(c.token.0).arg(ms(c.retention));
-    match c.result {
-        Some(r) => cmd.arg("1").arg(r),
-        None => cmd.arg("0").arg(""),
-    };
 }
 
 #[async_trait]
 impl Store for RedisStore {
     async fn claim(&self, req: &ClaimRequest) -> Result<Claim, StoreError> {
         let v = self
-            .eval_one(&scripts::CLAIM, &self.claim_cmd(std::slice::from_ref(req)))
+            .eval_one(&scripts::CLAIM, &self.claim_cmd(std::iter::once(req)))
             .await?;
         Ok(reply::claims(v, 1)?.pop().expect("one claim answer"))
     }
 
     async fn claim_batch(&self, reqs: &[ClaimRequest]) -> Result<Vec<Claim>, StoreError> {
-        if reqs.is_empty() {
-            return Ok(Vec::new());
+        let groups = group_by(
+            reqs.iter()
+                .enumerate()
+                .map(|(i, r)| (i, self.slot(&r.key), (ms(r.lease), ms(r.retention)))),
+        );
+        let cmds = groups
+            .iter()
+            .map(|(slot, idx)| (*slot, self.claim_cmd(idx.iter().map(|&i| &reqs[i]))))
+            .collect();
+        let answers = self
+            .conn
+            .run_many(Some(&scripts::CLAIM), cmds)
+            .await
+            .map_err(store_error)?;
+        let mut out: Vec<Option<Claim>> = vec![None; reqs.len()];
+        for ((_, idx), answer) in groups.iter().zip(answers) {
+            for (&i, c) in idx.iter().zip(reply::claims(answer, idx.len())?) {
+                out[i] = Some(c);
+            }
         }
-        let keys: Vec<String> = reqs.iter().map(|r| self.layout.key(&r.key)).collect();
-        self.per_slot(
-            &keys,
-            |idx| {
-                let mut cmd = scripts::evalsha(&scripts::CLAIM, idx.len());
-                for &i in idx {
-                    cmd.arg(&keys[i]);
-                }
-                for &i in idx {
-                    claim_args(&mut cmd, &reqs[i]);
-                }
-                cmd
-            },
-            &scripts::CLAIM,
-            reply::claims,
-        )
-        .await
+        Ok(out
+            .into_iter()
+            .map(|c| c.expect("every key answered"))
+            .collect())
     }
 
     async fn complete(
@@ -463,7 +473,7 @@ impl Store for RedisStore {
             retention,
         };
         let v = self
-            .eval_one(&scripts::COMPLETE, &self.complete_cmd(&c))
+            .eval_one(&scripts::COMPLETE, &self.complete_cmd(std::iter::once(&c)))
             .await?;
         match reply::flags(v, 1)?[0] {
             true => Ok(()),

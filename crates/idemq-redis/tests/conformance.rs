@@ -179,17 +179,20 @@ async fn unreachable_stores_answer_unavailable_without_hanging() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_are_hashes_redis_drops_at_their_expiry() {
+async fn records_are_strings_redis_drops_at_their_expiry() {
     let store = single().await;
     let k = key(&fresh_scope(), "h");
     let t = token(&store.claim(&req(k.clone(), b"p")).await.unwrap());
+    // Binary results survive, whatever their bytes.
+    let result = [0, 255, 1, b'\r', b'\n', b'n', b'r'];
     store
-        .complete(&k, t, Some(&[0, 255, 1]), Duration::from_secs(3600))
+        .complete(&k, t, Some(&result), Duration::from_secs(3600))
         .await
         .unwrap();
     let rec = store.get(&k).await.unwrap().unwrap();
     assert_eq!(rec.state, State::Consumed);
-    assert_eq!(rec.result.as_deref(), Some(&[0, 255, 1][..]));
+    assert_eq!(rec.result.as_deref(), Some(&result[..]));
+    assert_eq!(rec.fingerprint, Some(Fingerprint::of(b"p")));
 
     let mut raw = redis::Client::open(SINGLE)
         .unwrap()
@@ -203,20 +206,30 @@ async fn records_are_hashes_redis_drops_at_their_expiry() {
         .query_async(&mut raw)
         .await
         .unwrap();
-    assert_eq!(kind, "hash");
+    assert_eq!(kind, "string");
     let at: i64 = redis::cmd("PEXPIRETIME")
         .arg(&name)
         .query_async(&mut raw)
         .await
         .unwrap();
     assert_eq!(at, rec.expires_at);
-    let state: String = redis::cmd("HGET")
+    let value: Vec<u8> = redis::cmd("GET")
         .arg(&name)
-        .arg("state")
         .query_async(&mut raw)
         .await
         .unwrap();
-    assert_eq!(state, "CONSUMED");
+    // State first, the result last: see the record layout in RedisStore's docs.
+    assert_eq!(value[0], b'D');
+    assert!(value.ends_with(&result), "{value:?}");
+
+    // A value that is not a record is reported as corrupt, not misread.
+    let _: () = redis::cmd("SET")
+        .arg(&name)
+        .arg("D-not-a-record")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(matches!(store.get(&k).await, Err(StoreError::Corrupt(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
