@@ -148,25 +148,24 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Record, StoreError> {
         buf,
         what: "a record",
     };
+    let fingerprint_len = r.byte()?;
+    let fingerprint: [u8; 32] = r.take(32)?.try_into().expect("32 bytes");
+    let fingerprint = match fingerprint_len {
+        0 => None,
+        32 => Some(Fingerprint(fingerprint)),
+        _ => return Err(corrupt("a fingerprint is not 32 bytes")),
+    };
+    let token = FencingToken(r.i64()? as u64);
+    let attempts = r.i64()? as u32;
+    let created_at = r.i64()?;
+    let lease_until = r.i64()?;
     let state = match r.byte()? {
         b'C' => State::Consuming,
         b'D' => State::Consumed,
         _ => return Err(corrupt("a record has no valid state")),
     };
-    let token = FencingToken(r.i64()? as u64);
-    let lease_until = r.i64()?;
     let expires_at = r.i64()?;
-    let attempts = r.i64()? as u32;
-    let created_at = r.i64()?;
     let updated_at = r.i64()?;
-    let fingerprint = match r.byte()? as usize {
-        0 => None,
-        n => Some(Fingerprint(
-            r.take(n)?
-                .try_into()
-                .map_err(|_| corrupt("a fingerprint is not 32 bytes"))?,
-        )),
-    };
     let result = match r.byte()? {
         b'n' => None,
         b'r' => Some(Bytes::copy_from_slice(r.buf)),
@@ -246,12 +245,15 @@ mod tests {
 
     #[test]
     fn records_decode_and_reject_garbage() {
-        let mut buf = vec![b'D'];
-        for n in [7i64, 0, 99, 2, 10, 20] {
+        let mut buf = vec![32];
+        buf.extend([9u8; 32]);
+        for n in [7i64, 2, 10, 0] {
             buf.extend(n.to_be_bytes());
         }
-        buf.push(32);
-        buf.extend([9u8; 32]);
+        buf.push(b'D');
+        for n in [99i64, 20] {
+            buf.extend(n.to_be_bytes());
+        }
         buf.push(b'r');
         buf.extend([0, b'\r', b'\n']);
         let rec = decode(&buf).unwrap();
@@ -261,8 +263,14 @@ mod tests {
         assert_eq!((rec.attempts, rec.created_at, rec.updated_at), (2, 10, 20));
         assert_eq!(rec.fingerprint, Some(Fingerprint([9; 32])));
         assert_eq!(rec.result.as_deref(), Some(&[0, b'\r', b'\n'][..]));
+        // The offsets the scripts use: state at 65, expires_at at 66, the result after 83.
+        assert_eq!(buf[65], b'D');
+        assert_eq!(buf[66..74], 99i64.to_be_bytes());
+        assert_eq!(buf[83..], [0, b'\r', b'\n']);
         assert!(decode(&buf[..40]).is_err());
         assert!(decode(b"state").is_err());
+        buf[0] = 5;
+        assert!(decode(&buf).is_err());
     }
 
     #[test]

@@ -46,19 +46,23 @@ pub struct Completion<'a> {
 /// A [`Store`] on Redis, a single node or a Redis Cluster. Cheap to clone.
 ///
 /// Each record is one string that Redis drops at the record's `expires_at` (`PEXPIREAT`), so
-/// a new key is claimed with a single `SET NX` inside the script. Every transition is one
-/// Lua script run by `EVALSHA` (loaded on demand) and decided by the server's clock.
+/// a new key is claimed with a single `SET NX` inside the script and completed with a
+/// `GETEX` and a `SETRANGE`. Every transition is one Lua script run by `EVALSHA` (loaded on
+/// demand) and decided by the server's clock.
 ///
 /// # Record layout
 ///
-/// Big-endian, as Lua's `struct.pack('>c1i8i8i8i8i8i8Bc0', ..)` writes it, then the result:
+/// Big-endian, as Lua's `struct.pack('>Bc32i8i8i8i8c1i8i8c1', ..)` writes it, then the
+/// result. What a completion changes is the tail from byte 65, so it is one `SETRANGE`.
 ///
-/// | bytes  | field                                                   |
-/// |--------|---------------------------------------------------------|
-/// | 1      | state: `C` consuming, `D` consumed                      |
-/// | 8 each | token, lease_until, expires_at, attempts, created_at, updated_at (signed) |
-/// | 1 + n  | fingerprint length (0 or 32) and its bytes              |
-/// | 1      | `n` no result, or `r` followed by the result to the end |
+/// | byte | field                                                          |
+/// |------|----------------------------------------------------------------|
+/// | 0    | fingerprint length: 0 (none) or 32                             |
+/// | 1    | fingerprint, 32 bytes (zeros when none)                        |
+/// | 33   | token, attempts, created_at, lease_until: 8 bytes each, signed |
+/// | 65   | state: `C` consuming, `D` consumed                             |
+/// | 66   | expires_at, updated_at: 8 bytes each, signed                   |
+/// | 82   | `n` no result, or `r` followed by the result to the end        |
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Conn,

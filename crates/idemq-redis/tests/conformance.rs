@@ -218,8 +218,8 @@ async fn records_are_strings_redis_drops_at_their_expiry() {
         .query_async(&mut raw)
         .await
         .unwrap();
-    // State first, the result last: see the record layout in RedisStore's docs.
-    assert_eq!(value[0], b'D');
+    // The state at byte 65, the result last: see the record layout in RedisStore's docs.
+    assert_eq!(value[65], b'D');
     assert!(value.ends_with(&result), "{value:?}");
 
     // A value that is not a record is reported as corrupt, not misread.
@@ -395,4 +395,89 @@ async fn scripts_are_loaded_again_after_the_server_forgets_them() {
             Claim::Acquired { .. } | Claim::InProgress { .. }
         ));
     }
+}
+
+/// A completion reads the record with GETEX, which moves its expiry; one that is refused or
+/// repeated must put the expiry back, and a zero retention must not leave a husk behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_or_repeated_completions_keep_the_expiry() {
+    let store = single().await;
+    let mut raw = redis::Client::open(SINGLE)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let scope = fresh_scope();
+    let expiry = async |raw: &mut redis::aio::MultiplexedConnection, k: &RecordKey| -> i64 {
+        redis::cmd("PEXPIRETIME")
+            .arg(store.redis_key(k))
+            .query_async(raw)
+            .await
+            .unwrap()
+    };
+
+    // A stale token, alone and in a batch, with a retention that would move the expiry.
+    let k = key(&scope, "live");
+    let t = token(&store.claim(&req(k.clone(), b"p")).await.unwrap());
+    let before = expiry(&mut raw, &k).await;
+    let stale = FencingToken(t.0 + 1);
+    let long = Duration::from_secs(86_400);
+    assert!(matches!(
+        store.complete(&k, stale, None, long).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    let out = store
+        .complete_batch(&[Completion {
+            key: &k,
+            token: stale,
+            result: Some(b"r"),
+            retention: long,
+        }])
+        .await
+        .unwrap();
+    assert!(matches!(out[0], Err(StoreError::LeaseLost { .. })));
+    assert_eq!(expiry(&mut raw, &k).await, before);
+    assert_eq!(
+        store.get(&k).await.unwrap().unwrap().state,
+        State::Consuming
+    );
+
+    // A stale completion with a zero retention deletes nothing.
+    assert!(store
+        .complete(&k, stale, None, Duration::ZERO)
+        .await
+        .is_err());
+    assert_eq!(expiry(&mut raw, &k).await, before);
+
+    // Completed: a second completion with the same token is accepted and changes nothing.
+    store
+        .complete(&k, t, Some(b"first"), Duration::from_secs(600))
+        .await
+        .unwrap();
+    let done = expiry(&mut raw, &k).await;
+    store.complete(&k, t, Some(b"again"), long).await.unwrap();
+    assert_eq!(expiry(&mut raw, &k).await, done);
+    let rec = store.get(&k).await.unwrap().unwrap();
+    assert_eq!(rec.result.as_deref(), Some(&b"first"[..]));
+    assert_eq!(rec.expires_at, done);
+
+    // A zero retention: completed and gone at once, with no key left in Redis.
+    let z = key(&scope, "zero");
+    let t = token(&store.claim(&req(z.clone(), b"p")).await.unwrap());
+    store.complete(&z, t, None, Duration::ZERO).await.unwrap();
+    assert!(store.get(&z).await.unwrap().is_none());
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(store.redis_key(&z))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0);
+    assert!(matches!(
+        store.claim(&req(z.clone(), b"other")).await.unwrap(),
+        Claim::Acquired {
+            attempt: 1,
+            takeover: false,
+            ..
+        }
+    ));
 }

@@ -5,30 +5,46 @@
 -- Mirrors idemq_core::store::transition::complete; the record layout is in claim.lua.
 -- Answers one string, a character per key: '1' done, '0' when the token does not own the
 -- record (lease lost). Completing twice with one token answers '1'.
-local FMT = '>c1i8i8i8i8i8i8Bc0'
+--
+-- Two calls a key: GETEX reads the record and sets its new expiry, then one SETRANGE writes
+-- the state, expires_at, updated_at and the result (the record's tail). When the record is
+-- not ours to complete, the expiry GETEX set is put back.
+local FMT = '>Bc32i8i8i8i8c1i8i8c1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local e = now + tonumber(ARGV[1])
 local mask = ARGV[2]
 local stride = mask == '' and 1 or 2
+local tail = struct.pack('>c1i8i8', 'D', e, now)
 local out = {}
 for i, key in ipairs(KEYS) do
   local arg = 3 + (i - 1) * stride
-  local old = redis.call('GET', key)
+  local old
+  if e > now then
+    old = redis.call('GETEX', key, 'PXAT', e)
+  else
+    -- A zero retention: the completed record expires at once, so it is deleted below.
+    old = redis.call('GET', key)
+  end
   out[i] = '0'
   if old then
-    local state, token, held, exp, attempts, created, _, fp = struct.unpack(FMT, old)
-    if exp > now and token == tonumber(ARGV[arg]) then
+    local _, _, token, _, _, _, state, exp = struct.unpack(FMT, old)
+    local owned = exp > now and token == tonumber(ARGV[arg])
+    if owned and state == 'C' then
       out[i] = '1'
-      if state == 'C' then
+      if e <= now then
+        redis.call('DEL', key)
+      elseif stride == 2 and string.byte(mask, i) == 49 then -- '1'
+        redis.call('SETRANGE', key, 65, tail .. 'r' .. ARGV[arg + 1])
+      else
         -- A consuming record never holds a result (claims write none), so none is dropped.
-        local result = 'n'
-        if stride == 2 and string.byte(mask, i) == 49 then -- '1'
-          result = 'r' .. ARGV[arg + 1]
-        end
-        local done = struct.pack(FMT, 'D', token, held, e, attempts, created, now, #fp, fp)
-        redis.call('SET', key, done .. result, 'PXAT', e)
+        redis.call('SETRANGE', key, 65, tail .. 'n')
       end
+    else
+      if owned then out[i] = '1' end
+      -- Already completed, or not ours: the record keeps its expiry (one in the past drops
+      -- a record that had expired by its own rule anyway).
+      if e > now then redis.call('PEXPIREAT', key, exp) end
     end
   end
 end

@@ -4,7 +4,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local v = redis.call('GET', KEYS[1])
 -- A value too short to hold expires_at is returned as is, for the client to call corrupt.
-if not v or (#v >= 25 and struct.unpack('>i8', v, 18) <= now) then
+if not v or (#v >= 74 and struct.unpack('>i8', v, 67) <= now) then
   return nil
 end
 return v
