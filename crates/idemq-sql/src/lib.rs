@@ -4,10 +4,13 @@
 //! and no driver: the validated [`TableName`], the [`RawRecord`] row and its mapping to a
 //! core [`Record`](idemq_core::Record), the claim rule as the stores apply it
 //! ([`claim_next`]), error mapping ([`store_error`], [`is_retryable`]) and the [`Sweeper`]
-//! loop that purges expired rows in small batches.
+//! loop that purges expired rows in small batches. With the `bench` feature, the `bench` module is the
+//! throughput bench the stores share.
 #![warn(missing_docs)]
 
 mod batch;
+#[cfg(feature = "bench")]
+pub mod bench;
 mod error;
 mod row;
 mod sweeper;
