@@ -19,10 +19,22 @@ URLs:
                                  a Redis Cluster, through any of the nodes listed
       mysql://USER@HOST:PORT/DB  MySQL or MariaDB (mariadb:// too)
       postgres://USER@HOST/DB    PostgreSQL (postgresql:// too)
-      same                       the business database (--db) itself
+      same                       the business database (--db) itself, with the record
+                                 written in the handler's own transaction: claim, stock
+                                 update and CONSUMED mark commit together or not at all
+      tiered+redis://HOST:PORT?durable=URL
+                                 Redis in front of a durable SQL store: duplicates are
+                                 answered from Redis, the durable store decides the rest.
+                                 URL is everything after durable=: sqlite://FILE,
+                                 mysql://..., postgres://... or same (the --db database, in
+                                 the handler's transaction). tiered+redis-cluster:// too.
+                                 e.g. tiered+redis://127.0.0.1:6379?durable=same
   --db     the business database the handler writes stock and stock-flow rows to
       sqlite://FILE              sqlite://demo.db is relative, sqlite:///tmp/demo.db absolute;
                                  default: idemq-demo.db in the system temp directory
+      mysql://USER@HOST:PORT/DB  MySQL or MariaDB (mariadb:// too)
+      postgres://USER@HOST:PORT/DB
+                                 PostgreSQL (postgresql:// too)
   --broker where the orders travel
       memory://                  the in-process at-least-once broker of `demo run`
       amqp://HOST:PORT           RabbitMQ (amqps:// for TLS)
@@ -88,14 +100,16 @@ struct Shared {
     #[arg(long, value_name = "FRACTION", default_value_t = 0.3)]
     duplicates: f64,
     /// Handler runs that fail: three in four return an error (retried with backoff), one
-    /// in four crashes its consumer before the business transaction commits.
+    /// in four crashes its consumer before the business transaction commits (with
+    /// --store same, half of those after the handler's writes returned).
     #[arg(long, value_name = "FRACTION", default_value_t = 0.2)]
     failures: f64,
     /// Acks the in-memory broker loses, so the message comes back after its visibility
     /// timeout.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.05)]
     lost_acks: f64,
-    /// The idempotency store. Default: an SQLite file next to the --db file, NAME.store.db.
+    /// The idempotency store. Default: an SQLite file next to an SQLite --db file,
+    /// NAME.store.db; `same` for a MySQL or PostgreSQL --db.
     #[arg(long, value_name = "URL")]
     store: Option<StoreUrl>,
     /// The business database. Default: sqlite://TMP/idemq-demo.db, TMP being the system's

@@ -14,6 +14,7 @@ use idemq_mysql::MySqlStore;
 use idemq_postgres::PgStore;
 use idemq_redis::RedisStore;
 use idemq_sqlite::SqliteStore;
+use idemq_tiered::TieredStore;
 
 /// Why a URL was refused or its target could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +55,11 @@ pub enum UrlError {
 /// The URL forms of `--store`, for help texts.
 pub const STORE_FORMS: &str =
     "memory:// | sqlite://FILE | redis://HOST:PORT | redis-cluster://HOST:PORT[,HOST:PORT...] \
-     | mysql://USER@HOST/DB | postgres://USER@HOST/DB | same";
+     | mysql://USER@HOST/DB | postgres://USER@HOST/DB | same \
+     | tiered+redis://HOST:PORT?durable=(URL|same)";
 /// The URL forms of `--db`, for help texts.
-pub const DB_FORMS: &str = "sqlite://FILE";
+pub const DB_FORMS: &str =
+    "sqlite://FILE | mysql://USER@HOST:PORT/DB | postgres://USER@HOST:PORT/DB";
 /// The URL forms of `--broker`, for help texts.
 pub const BROKER_FORMS: &str =
     "memory:// | amqp://HOST:PORT | kafka://HOST:PORT | rocketmq://HOST:PORT | nats://HOST:PORT";
@@ -77,8 +80,17 @@ pub enum StoreUrl {
     Mysql(String),
     /// `postgres://...` or `postgresql://...`.
     Postgres(String),
-    /// `same`: the records live in the business database itself.
+    /// `same`: the records live in the business database itself, written in the handler's
+    /// own transaction.
     Same,
+    /// `tiered+redis://HOST:PORT?durable=URL`: Redis in front of a durable SQL store, which
+    /// may be the business database (`durable=same`).
+    Tiered {
+        /// The cache tier: [`StoreUrl::Redis`] or [`StoreUrl::RedisCluster`].
+        cache: Box<StoreUrl>,
+        /// The durable tier: an SQL store URL or [`StoreUrl::Same`].
+        durable: Box<StoreUrl>,
+    },
 }
 
 impl FromStr for StoreUrl {
@@ -92,6 +104,9 @@ impl FromStr for StoreUrl {
         };
         if s == "same" {
             return Ok(Self::Same);
+        }
+        if let Some(tiered) = s.strip_prefix("tiered+") {
+            return Self::tiered(tiered).ok_or_else(unsupported);
         }
         let (scheme, rest) = s.split_once("://").ok_or_else(unsupported)?;
         match scheme {
@@ -124,15 +139,19 @@ impl fmt::Display for StoreUrl {
                 write!(f, "redis-cluster://{}", nodes.join(","))
             }
             Self::Same => f.write_str("same"),
+            Self::Tiered { cache, durable } => write!(f, "tiered+{cache}?durable={durable}"),
         }
     }
 }
 
 impl StoreUrl {
-    /// The default store: an SQLite file next to the business database, so the demo needs
-    /// no server and several `consume` processes share one store.
+    /// The default store: for an SQLite business database, an SQLite file next to it, so the
+    /// demo needs no server and several `consume` processes share one store; for a MySQL or
+    /// PostgreSQL one, the business database itself ([`StoreUrl::Same`]).
     pub fn next_to(db: &DbUrl) -> Self {
-        let DbUrl::Sqlite(path) = db;
+        let Some(path) = db.path() else {
+            return Self::Same;
+        };
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -140,28 +159,78 @@ impl StoreUrl {
         Self::Sqlite(path.with_file_name(format!("{stem}.store.db")))
     }
 
-    /// Opens the store; `db` is the business database, for [`StoreUrl::Same`].
-    pub async fn open(&self, db: &DbUrl) -> Result<Arc<dyn Store>, UrlError> {
+    /// `redis://HOST:PORT?durable=URL` (after `tiered+`). The durable URL is everything after
+    /// `durable=`, so it may carry its own query string.
+    fn tiered(s: &str) -> Option<Self> {
+        let (cache, durable) = s.split_once("?durable=")?;
+        let cache: StoreUrl = cache.parse().ok()?;
+        let durable: StoreUrl = durable.parse().ok()?;
+        let cache_ok = matches!(cache, Self::Redis(_) | Self::RedisCluster(_));
+        let durable_ok = matches!(
+            durable,
+            Self::Same | Self::Sqlite(_) | Self::Mysql(_) | Self::Postgres(_)
+        );
+        (cache_ok && durable_ok).then(|| Self::Tiered {
+            cache: Box::new(cache),
+            durable: Box::new(durable),
+        })
+    }
+
+    /// Whether the records are written in the business transaction: `same`, or a tiered
+    /// store whose durable tier is `same`.
+    pub fn in_business_tx(&self) -> bool {
+        match self {
+            Self::Same => true,
+            Self::Tiered { durable, .. } => **durable == Self::Same,
+            _ => false,
+        }
+    }
+
+    /// Opens a store apart from the business database, for the engine's claim/complete
+    /// around the handler. `same` (and `durable=same`) are opened on the business pool
+    /// instead, by [`crate::demo::dedup`].
+    pub async fn open(&self) -> Result<Arc<dyn Store>, UrlError> {
         match self {
             Self::Memory => Ok(Arc::new(MemoryStore::new())),
             Self::Sqlite(path) => {
                 let url = format!("sqlite://{}", path.display());
                 self.opened(SqliteStore::connect(&url).await)
             }
-            // The records go in their own table of the business file; each transition is
-            // still its own transaction (the engine's path), as with any other store.
-            Self::Same => self.opened(SqliteStore::connect(&db.to_string()).await),
+            Self::Same => Err(UrlError::NotYet {
+                what: "store",
+                url: self.to_string(),
+                why: "`same` lives in the business transaction and is opened on its pool",
+            }),
+            Self::Tiered { cache, durable } => {
+                let durable = Box::pin(durable.open()).await?;
+                let cache = cache.open_redis().await?;
+                Ok(Arc::new(TieredStore::new(cache, durable)))
+            }
             Self::Redis(url) => self.opened(RedisStore::connect(url).await),
             Self::RedisCluster(nodes) => self.opened(RedisStore::connect_cluster(nodes).await),
             Self::Postgres(url) => self.opened(PgStore::connect(url).await),
-            Self::Mysql(url) => {
-                let url = match url.strip_prefix("mariadb://") {
-                    Some(rest) => format!("mysql://{rest}"),
-                    None => url.clone(),
-                };
-                self.opened(MySqlStore::connect(&url).await)
-            }
+            Self::Mysql(url) => self.opened(MySqlStore::connect(&mysql_url(url)).await),
         }
+    }
+
+    /// Opens a Redis URL as a [`RedisStore`], for the cache tier of a tiered store.
+    pub async fn open_redis(&self) -> Result<RedisStore, UrlError> {
+        let opened = match self {
+            Self::Redis(url) => RedisStore::connect(url).await,
+            Self::RedisCluster(nodes) => RedisStore::connect_cluster(nodes).await,
+            _ => {
+                return Err(UrlError::Unsupported {
+                    what: "cache tier",
+                    url: self.to_string(),
+                    expected: "redis://HOST:PORT | redis-cluster://HOST:PORT[,HOST:PORT...]",
+                })
+            }
+        };
+        opened.map_err(|e| UrlError::Open {
+            what: "store",
+            url: self.to_string(),
+            source: Box::new(e),
+        })
     }
 
     fn opened<S: Store>(&self, r: Result<S, StoreError>) -> Result<Arc<dyn Store>, UrlError> {
@@ -181,6 +250,10 @@ impl StoreUrl {
 pub enum DbUrl {
     /// `sqlite://FILE`.
     Sqlite(PathBuf),
+    /// `mysql://...` or `mariadb://...` (kept as given; see [`DbUrl::connect_url`]).
+    Mysql(String),
+    /// `postgres://...` or `postgresql://...`.
+    Postgres(String),
 }
 
 impl DbUrl {
@@ -190,10 +263,21 @@ impl DbUrl {
         Self::Sqlite(std::env::temp_dir().join("idemq-demo.db"))
     }
 
-    /// The file of an SQLite database.
-    pub fn path(&self) -> &Path {
-        let Self::Sqlite(p) = self;
-        p
+    /// The file of an SQLite database; `None` for a server.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::Sqlite(p) => Some(p),
+            Self::Mysql(_) | Self::Postgres(_) => None,
+        }
+    }
+
+    /// The URL the driver connects to: `mariadb://` becomes `mysql://`, the rest as given.
+    pub fn connect_url(&self) -> String {
+        match self {
+            Self::Sqlite(p) => format!("sqlite://{}", p.display()),
+            Self::Mysql(url) => mysql_url(url),
+            Self::Postgres(url) => url.clone(),
+        }
     }
 }
 
@@ -201,20 +285,35 @@ impl FromStr for DbUrl {
     type Err = UrlError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.strip_prefix("sqlite://")
-            .and_then(sqlite_path)
-            .map(Self::Sqlite)
-            .ok_or_else(|| UrlError::Unsupported {
-                what: "database",
-                url: redact(s),
-                expected: DB_FORMS,
-            })
+        let unsupported = || UrlError::Unsupported {
+            what: "database",
+            url: redact(s),
+            expected: DB_FORMS,
+        };
+        let (scheme, rest) = s.split_once("://").ok_or_else(unsupported)?;
+        match scheme {
+            "sqlite" => sqlite_path(rest).map(Self::Sqlite).ok_or_else(unsupported),
+            "mysql" | "mariadb" if !rest.is_empty() => Ok(Self::Mysql(s.to_owned())),
+            "postgres" | "postgresql" if !rest.is_empty() => Ok(Self::Postgres(s.to_owned())),
+            _ => Err(unsupported()),
+        }
     }
 }
 
 impl fmt::Display for DbUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sqlite://{}", self.path().display())
+        match self {
+            Self::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            Self::Mysql(u) | Self::Postgres(u) => f.write_str(&redact(u)),
+        }
+    }
+}
+
+/// sqlx knows MariaDB as `mysql://`.
+fn mysql_url(url: &str) -> String {
+    match url.strip_prefix("mariadb://") {
+        Some(rest) => format!("mysql://{rest}"),
+        None => url.to_owned(),
     }
 }
 
@@ -331,12 +430,65 @@ mod tests {
     }
 
     #[test]
+    fn tiered_urls_name_a_redis_cache_and_a_durable_store() {
+        let url =
+            "tiered+redis://127.0.0.1:6379?durable=postgres://app:pw@db:5432/test?sslmode=disable";
+        let parsed: StoreUrl = url.parse().unwrap();
+        assert_eq!(
+            parsed,
+            StoreUrl::Tiered {
+                cache: Box::new(StoreUrl::Redis("redis://127.0.0.1:6379".into())),
+                durable: Box::new(StoreUrl::Postgres(
+                    "postgres://app:pw@db:5432/test?sslmode=disable".into()
+                )),
+            }
+        );
+        assert!(!parsed.in_business_tx());
+        assert_eq!(
+            parsed.to_string(),
+            "tiered+redis://127.0.0.1:6379?durable=postgres://app:***@db:5432/test?sslmode=disable"
+        );
+        let same: StoreUrl = "tiered+redis://127.0.0.1:6379?durable=same"
+            .parse()
+            .unwrap();
+        assert!(same.in_business_tx());
+        assert!(StoreUrl::Same.in_business_tx());
+        for bad in [
+            "tiered+redis://127.0.0.1:6379",
+            "tiered+memory://?durable=same",
+            "tiered+redis://h:1?durable=memory://",
+            "tiered+redis://h:1?durable=redis://h:2",
+            "tiered+postgres://db/test?durable=same",
+        ] {
+            assert!(bad.parse::<StoreUrl>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn db_urls_parse_by_scheme() {
+        assert_eq!(
+            "sqlite:///tmp/shop.db".parse::<DbUrl>().unwrap(),
+            DbUrl::Sqlite("/tmp/shop.db".into())
+        );
+        let maria: DbUrl = "mariadb://root@127.0.0.1:3306/test".parse().unwrap();
+        assert_eq!(maria.connect_url(), "mysql://root@127.0.0.1:3306/test");
+        assert_eq!(maria.path(), None);
+        let pg: DbUrl = "postgres://app:pw@127.0.0.1:5432/test".parse().unwrap();
+        assert_eq!(pg.to_string(), "postgres://app:***@127.0.0.1:5432/test");
+        for bad in ["", "mysql://", "redis://h:1", "same", "/tmp/x.db"] {
+            assert!(bad.parse::<DbUrl>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn the_default_store_sits_next_to_the_db() {
         let db: DbUrl = "sqlite:///var/tmp/shop.db".parse().unwrap();
         assert_eq!(
             StoreUrl::next_to(&db),
             StoreUrl::Sqlite("/var/tmp/shop.store.db".into())
         );
+        let server: DbUrl = "postgres://postgres@127.0.0.1/test".parse().unwrap();
+        assert_eq!(StoreUrl::next_to(&server), StoreUrl::Same);
     }
 
     #[test]

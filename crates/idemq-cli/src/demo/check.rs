@@ -2,7 +2,7 @@
 //! stock-flow row, no flow row belongs to an unknown order, and each SKU's stock equals its
 //! initial stock less what its orders (and its flow rows) took.
 
-use super::story::BusinessDb;
+use super::db::{on_pool, BusinessDb};
 use super::{DemoError, Topic};
 
 /// One SKU whose stock does not add up.
@@ -46,53 +46,60 @@ impl CheckReport {
 /// Checks the topic's rows. A topic without orders is an error, so a mistyped `--topic`
 /// cannot pass.
 pub async fn check(db: &BusinessDb, topic: &Topic) -> Result<CheckReport, DemoError> {
-    let pool = db.pool();
     let t = topic.as_str();
-    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM demo_orders WHERE topic = ?")
+    let q_orders = db.sql("SELECT COUNT(*) FROM demo_orders WHERE topic = ?");
+    let orders: i64 = on_pool!(db, |pool| sqlx::query_scalar(&q_orders)
         .bind(t)
         .fetch_one(pool)
-        .await?;
+        .await?);
     if orders == 0 {
         return Err(DemoError::NoOrders(t.to_owned()));
     }
-    let flow_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM demo_stock_flow WHERE topic = ?")
+    let q_flow = db.sql("SELECT COUNT(*) FROM demo_stock_flow WHERE topic = ?");
+    let flow_rows: i64 = on_pool!(db, |pool| sqlx::query_scalar(&q_flow)
         .bind(t)
         .fetch_one(pool)
-        .await?;
-    let missing = sqlx::query_scalar(
+        .await?);
+    let q_missing = db.sql(
         "SELECT o.order_id FROM demo_orders o WHERE o.topic = ? AND NOT EXISTS \
          (SELECT 1 FROM demo_stock_flow f WHERE f.topic = o.topic AND f.order_id = o.order_id) \
          ORDER BY o.order_id",
-    )
-    .bind(t)
-    .fetch_all(pool)
-    .await?;
-    let doubled = sqlx::query_as(
+    );
+    let missing: Vec<String> = on_pool!(db, |pool| sqlx::query_scalar(&q_missing)
+        .bind(t)
+        .fetch_all(pool)
+        .await?);
+    let q_doubled = db.sql(
         "SELECT order_id, COUNT(*) FROM demo_stock_flow WHERE topic = ? \
          GROUP BY order_id HAVING COUNT(*) > 1 ORDER BY order_id",
-    )
-    .bind(t)
-    .fetch_all(pool)
-    .await?;
-    let unknown = sqlx::query_scalar(
+    );
+    let doubled: Vec<(String, i64)> = on_pool!(db, |pool| sqlx::query_as(&q_doubled)
+        .bind(t)
+        .fetch_all(pool)
+        .await?);
+    let q_unknown = db.sql(
         "SELECT DISTINCT f.order_id FROM demo_stock_flow f WHERE f.topic = ? AND NOT EXISTS \
          (SELECT 1 FROM demo_orders o WHERE o.topic = f.topic AND o.order_id = f.order_id) \
          ORDER BY f.order_id",
-    )
-    .bind(t)
-    .fetch_all(pool)
-    .await?;
-    let skus: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+    );
+    let unknown: Vec<String> = on_pool!(db, |pool| sqlx::query_scalar(&q_unknown)
+        .bind(t)
+        .fetch_all(pool)
+        .await?);
+    // Sums are decimals on MySQL and PostgreSQL: cast them back to 64-bit integers.
+    let int = db.integer_type();
+    let q_skus = db.sql(&format!(
         "SELECT s.sku, s.qty, \
-           s.initial - COALESCE((SELECT SUM(o.qty) FROM demo_orders o \
-                                 WHERE o.topic = s.topic AND o.sku = s.sku), 0), \
-           s.initial + COALESCE((SELECT SUM(f.delta) FROM demo_stock_flow f \
-                                 WHERE f.topic = s.topic AND f.sku = s.sku), 0) \
-         FROM demo_stock s WHERE s.topic = ? ORDER BY s.sku",
-    )
-    .bind(t)
-    .fetch_all(pool)
-    .await?;
+           s.initial - CAST(COALESCE((SELECT SUM(o.qty) FROM demo_orders o \
+                                      WHERE o.topic = s.topic AND o.sku = s.sku), 0) AS {int}), \
+           s.initial + CAST(COALESCE((SELECT SUM(f.delta) FROM demo_stock_flow f \
+                                      WHERE f.topic = s.topic AND f.sku = s.sku), 0) AS {int}) \
+         FROM demo_stock s WHERE s.topic = ? ORDER BY s.sku"
+    ));
+    let skus: Vec<(String, i64, i64, i64)> = on_pool!(db, |pool| sqlx::query_as(&q_skus)
+        .bind(t)
+        .fetch_all(pool)
+        .await?);
     let stock = skus
         .into_iter()
         .filter(|(_, actual, expected, by_flow)| actual != expected || actual != by_flow)

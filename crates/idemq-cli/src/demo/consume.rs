@@ -1,24 +1,31 @@
-//! The consuming side: concurrent consumer tasks driving deliveries through
-//! [`idemq_core::adapter::process`], with injected handler errors and consumer crashes.
+//! The consuming side: concurrent consumer tasks driving deliveries through the engine
+//! ([`idemq_core::adapter::process`]) or, with the record in the business transaction,
+//! through the store's `run_in_tx` and [`idemq_core::adapter::settle`], with injected
+//! handler errors and consumer crashes.
 //!
-//! A crash is modelled as the death of a consumer task in the middle of the handler,
-//! before the business transaction commits: the task drops everything it holds. Its claim
-//! is neither completed nor released (the lease runs out), its delivery is neither acked nor
-//! settled (the broker redelivers it after the visibility timeout), and the business
-//! transaction is rolled back. A new task takes the dead one's place.
+//! A crash is modelled as the death of a consumer task before the business transaction
+//! commits: the task drops everything it holds. Its claim is neither completed nor released
+//! (the lease runs out; in the business transaction it is rolled back with the rest), its
+//! delivery is neither acked nor settled (the broker redelivers it after the visibility
+//! timeout), and the business transaction is rolled back. A new task takes the dead one's
+//! place. With `--store same` half the crashes come after the handler's writes, between
+//! its return and the commit.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use idemq_core::adapter::{process, Delivery, Disposition, HandlerFuture, RetryPolicy};
-use idemq_core::{Engine, KeyStrategy, Store};
+use idemq_core::adapter::{process, settle, Delivery, Disposition, HandlerFuture, RetryPolicy};
+use idemq_core::{
+    Engine, EngineConfig, EngineError, Fingerprint, KeyError, KeyStrategy, Message, Outcome,
+};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::broker::{Broker, BrokerError, Received};
 use super::chance::Chance;
+use super::dedup::{Dedup, InTx};
 use super::story::{self, BusinessDb, Fault, HandlerError, Order};
 use super::{DemoError, Topic};
 use crate::url::BrokerUrl;
@@ -39,7 +46,9 @@ pub struct Counters {
     retries: AtomicU64,
     dead_lettered: AtomicU64,
     crashes: AtomicU64,
+    crashes_after_write: AtomicU64,
     acked: AtomicU64,
+    in_tx: AtomicBool,
 }
 
 /// A snapshot of [`Counters`].
@@ -57,10 +66,15 @@ pub struct Tally {
     pub retries: u64,
     /// Deliveries dead-lettered.
     pub dead_lettered: u64,
-    /// Consumer tasks that died holding a claim.
+    /// Consumer tasks that died in the handler, after writing and before the commit.
     pub crashes: u64,
+    /// Consumer tasks that died after the handler's writes returned, before the commit
+    /// that also marks the key (only with the record in the business transaction).
+    pub crashes_after_write: u64,
     /// Deliveries acked (the broker may still lose some of these acks).
     pub acked: u64,
+    /// Whether the records were written in the business transaction (`--store same`).
+    pub in_tx: bool,
 }
 
 impl Counters {
@@ -75,7 +89,9 @@ impl Counters {
             retries: get(&self.retries),
             dead_lettered: get(&self.dead_lettered),
             crashes: get(&self.crashes),
+            crashes_after_write: get(&self.crashes_after_write),
             acked: get(&self.acked),
+            in_tx: self.in_tx.load(Ordering::Relaxed),
         }
     }
 
@@ -84,10 +100,22 @@ impl Counters {
     }
 }
 
+/// How a consumer records keys: see [`super::dedup`].
+enum Mode<D> {
+    /// The engine around the handler's own transaction.
+    Separate(Engine<D>),
+    /// The store's `run_in_tx`, keyed as the engine would.
+    InTx {
+        store: Arc<dyn InTx>,
+        config: EngineConfig,
+        keys: KeyStrategy<D>,
+    },
+}
+
 /// Everything the consumer tasks share.
 pub struct Consumer<B: Broker> {
     broker: Arc<B>,
-    engine: Engine<B::Delivery>,
+    mode: Mode<B::Delivery>,
     db: BusinessDb,
     topic: Topic,
     policy: RetryPolicy,
@@ -100,27 +128,38 @@ pub struct Consumer<B: Broker> {
 }
 
 impl<B: Broker> Consumer<B> {
-    /// A consumer of `topic` on `broker`, with its engine over `store`.
+    /// A consumer of `cfg.topic` on `broker`, recording keys as `dedup` says.
     pub fn new(
         broker: Arc<B>,
-        store: Arc<dyn Store>,
+        dedup: Dedup,
         db: BusinessDb,
         cfg: &super::DemoConfig,
     ) -> Result<Self, DemoError> {
-        let engine = Engine::with_shared_store(
-            store,
-            cfg.engine_config()?,
-            KeyStrategy::business(story::order_key::<B::Delivery>),
-        );
+        let config = cfg.engine_config()?;
+        let keys = KeyStrategy::business(story::order_key::<B::Delivery>);
+        let counters = Arc::new(Counters::default());
+        let mode = match dedup {
+            Dedup::Separate(store) => {
+                Mode::Separate(Engine::with_shared_store(store, config, keys))
+            }
+            Dedup::InTx(store) => {
+                counters.in_tx.store(true, Ordering::Relaxed);
+                Mode::InTx {
+                    store,
+                    config,
+                    keys,
+                }
+            }
+        };
         Ok(Self {
             broker,
-            engine,
+            mode,
             db,
             topic: cfg.topic.clone(),
             policy: cfg.timing.retry.clone(),
             failures: cfg.failures,
             idle_exit: None,
-            counters: Arc::new(Counters::default()),
+            counters,
             started: Instant::now(),
             last_activity: AtomicU64::new(0),
         })
@@ -177,39 +216,103 @@ impl<B: Broker> Consumer<B> {
             Counters::bump(&self.counters.deliveries);
             self.touch();
             let fault = self.roll(&mut chance, delivery.attempt());
-            let applied = Arc::new(AtomicBool::new(false));
             let (crash_tx, crash_rx) = oneshot::channel();
-            let handler = reduce_stock::<B::Delivery>(
-                self.db.clone(),
-                self.topic.clone(),
-                fault,
-                applied.clone(),
-                crash_tx,
-            );
-            tokio::select! {
-                settled = process(&self.engine, delivery, &self.policy, handler) => {
-                    let disposition = settled.map_err(|e| BrokerError(Box::new(e)))?;
-                    self.count(&disposition, applied.load(Ordering::Relaxed));
+            let settled = match &self.mode {
+                Mode::Separate(engine) => {
+                    let applied = Arc::new(AtomicBool::new(false));
+                    let handler = reduce_stock::<B::Delivery>(
+                        self.db.clone(),
+                        self.topic.clone(),
+                        fault,
+                        applied.clone(),
+                        crash_tx,
+                    );
+                    tokio::select! {
+                        settled = process(engine, delivery, &self.policy, handler) => {
+                            Some((settled, applied.load(Ordering::Relaxed)))
+                        }
+                        Ok(()) = crash_rx => None,
+                    }
                 }
-                // The handler crashed: this task dies here, dropping the engine's future
-                // (no complete, no release, no heartbeat) and the delivery (no ack).
-                Ok(()) = crash_rx => {
-                    Counters::bump(&self.counters.crashes);
+                Mode::InTx {
+                    store,
+                    config,
+                    keys,
+                } => {
+                    let run = self.in_tx(&**store, config, keys, &delivery, fault, crash_tx);
+                    tokio::select! {
+                        // Looked at first, so a crash asked for by the handler is taken before
+                        // the store's future is polled again.
+                        biased;
+                        Ok(()) = crash_rx => None,
+                        result = run => {
+                            let applied = matches!(result, Ok(Outcome::Processed { .. }));
+                            Some((settle(delivery, &result, &self.policy).await, applied))
+                        }
+                    }
+                }
+            };
+            match settled {
+                Some((settled, applied)) => {
+                    let disposition = settled.map_err(|e| BrokerError(Box::new(e)))?;
+                    self.count(&disposition, applied);
+                }
+                // The handler crashed: this task dies here, dropping the engine's or the
+                // store's future (no complete, no release, no heartbeat, no commit) and the
+                // delivery (no ack).
+                None => {
+                    let c = &self.counters;
+                    Counters::bump(match fault {
+                        Fault::CrashAfterWrite => &c.crashes_after_write,
+                        _ => &c.crashes,
+                    });
                     return Ok(Exit::Crashed);
                 }
             }
         }
     }
 
+    /// The run of one delivery in the business transaction: keyed and fingerprinted as the
+    /// engine keys them, so both paths share one record per order.
+    fn in_tx<'a>(
+        &self,
+        store: &'a dyn InTx,
+        config: &'a EngineConfig,
+        keys: &KeyStrategy<B::Delivery>,
+        delivery: &B::Delivery,
+        fault: Fault,
+        crash: oneshot::Sender<()>,
+    ) -> impl std::future::Future<Output = Result<Outcome<HandlerError>, EngineError>> + 'a {
+        let prepared = keys.key_of(delivery).and_then(|key| {
+            let order = Order::decode(delivery.payload())
+                .map_err(|e| KeyError::Extractor(e.to_string()))?;
+            Ok((key, order))
+        });
+        let fingerprint = config
+            .fingerprint
+            .then(|| Fingerprint::of(delivery.payload()));
+        let topic = self.topic.clone();
+        async move {
+            let (key, order) = prepared.map_err(EngineError::Key)?;
+            store
+                .reduce_stock(config, key, fingerprint, topic, order, fault, crash)
+                .await
+        }
+    }
+
     /// The fault for one handler run. Faults are transient: the last attempt the retry
     /// policy allows always succeeds, so no order is dead-lettered by bad luck alone.
+    /// With the record in the business transaction, half the crashes come after the
+    /// handler's writes, before the commit.
     fn roll(&self, chance: &mut Chance, attempt: u32) -> Fault {
         if attempt >= self.policy.max_attempts || !chance.happens(self.failures) {
             Fault::None
-        } else if chance.below(CRASH_ONE_IN) == 0 {
-            Fault::Crash
-        } else {
+        } else if chance.below(CRASH_ONE_IN) != 0 {
             Fault::Error
+        } else if matches!(self.mode, Mode::InTx { .. }) && chance.happens(0.5) {
+            Fault::CrashAfterWrite
+        } else {
+            Fault::Crash
         }
     }
 
@@ -262,7 +365,13 @@ fn reduce_stock<D: Delivery>(
     move |delivery: &D| -> HandlerFuture<'_, String, HandlerError> {
         Box::pin(async move {
             let order = Order::decode(delivery.payload())?;
-            match db.reduce_stock(&topic, &order, fault).await {
+            let crash_before_commit = match fault {
+                Fault::Error => Some(HandlerError::Injected),
+                Fault::Crash => Some(HandlerError::Crashed),
+                // Never rolled for a separate store: there it would apply the order twice.
+                Fault::None | Fault::CrashAfterWrite => None,
+            };
+            match db.reduce_stock(&topic, &order, crash_before_commit).await {
                 Ok(left) => {
                     applied.store(true, Ordering::Relaxed);
                     Ok(left)
@@ -296,9 +405,9 @@ pub async fn consume_on(
             )
             .await?;
             broker.start_receiving().await?;
-            let db = super::story::BusinessDb::open(&cfg.db, cfg.consumers as u32 + 1).await?;
-            let store = cfg.store.open(&cfg.db).await?;
-            let consumer = Consumer::new(Arc::new(broker), store, db, cfg)?.idle_exit(idle_exit);
+            let db = BusinessDb::open(&cfg.db, cfg.consumers as u32 + 1).await?;
+            let dedup = Dedup::open(&cfg.store, &db).await?;
+            let consumer = Consumer::new(Arc::new(broker), dedup, db, cfg)?.idle_exit(idle_exit);
             Ok(Arc::new(consumer).run(cfg.consumers, cfg.seed).await?)
         }
         other => Err(super::broker::not_plugged_in(other)),

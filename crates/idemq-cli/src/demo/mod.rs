@@ -6,7 +6,9 @@
 //! [`idemq_core::adapter::process`], and [`check`] then proves from the business database
 //! alone that every order reduced stock exactly once.
 //!
-//! - [`story`]: the orders, the business schema and the handler.
+//! - [`story`]: the orders and the faults. [`db`]: the business schema and the handler's
+//!   writes, on SQLite, MySQL/MariaDB or PostgreSQL. [`dedup`]: where the idempotency
+//!   record lives — a store of its own, or the business transaction (`--store same`).
 //! - [`broker`]: the [`Broker`](broker::Broker) trait and the in-memory broker.
 //! - [`produce`] and [`consume`]: the two sides, shared by `demo run` and the split commands.
 //! - [`run`]: everything in one process. [`check`]: the verdict. [`report`]: the tables.
@@ -15,6 +17,8 @@ pub mod broker;
 pub mod chance;
 pub mod check;
 pub mod consume;
+pub mod db;
+pub mod dedup;
 pub mod produce;
 pub mod report;
 pub mod run;

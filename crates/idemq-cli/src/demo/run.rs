@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::broker::memory::{MemoryBroker, MemoryFaults};
 use super::check::check;
 use super::consume::Consumer;
+use super::dedup::Dedup;
 use super::produce::produce;
 use super::report::{progress, RunReport};
 use super::story::BusinessDb;
@@ -27,7 +28,7 @@ pub async fn run(cfg: &DemoConfig) -> Result<RunReport, DemoError> {
         )));
     }
     let db = BusinessDb::open(&cfg.db, cfg.consumers as u32 + 1).await?;
-    let store = cfg.store.open(&cfg.db).await?;
+    let dedup = Dedup::open(&cfg.store, &db).await?;
     let broker = Arc::new(MemoryBroker::new(MemoryFaults {
         lost_acks: cfg.lost_acks,
         visibility: cfg.timing.visibility,
@@ -48,7 +49,7 @@ pub async fn run(cfg: &DemoConfig) -> Result<RunReport, DemoError> {
             }
         })
     };
-    let consumer = Arc::new(Consumer::new(broker.clone(), store, db.clone(), cfg)?);
+    let consumer = Arc::new(Consumer::new(broker.clone(), dedup, db.clone(), cfg)?);
     let tally = consumer.run(cfg.consumers, cfg.seed).await;
     ticker.abort();
     bar.finish_and_clear();
