@@ -4,12 +4,13 @@
 //! Sizes: `IDEMQ_BENCH_MSGS` (single path, default 20000), `IDEMQ_BENCH_TASKS` (32),
 //! `IDEMQ_BENCH_SERIAL_MSGS` (one-task comparison, 2000), `IDEMQ_BENCH_BATCH_MSGS` (200000),
 //! `IDEMQ_BENCH_BATCH_TASKS` (4), `IDEMQ_BENCH_ROUNDS` (2: every measurement is repeated,
-//! raw and store alternating, and the mean reported). `IDEMQ_BENCH_CLEANUP=0` leaves the
-//! records for Redis to expire (their retention is one minute) instead of unlinking them.
+//! in a different order each round, and the mean reported). The records of each measurement
+//! are unlinked by name before the next; `IDEMQ_BENCH_CLEANUP=0` leaves them for Redis to
+//! expire instead (their retention is one minute).
 //!
-//! Each line also gives the Redis server's own CPU time per message (from `INFO cpu`): on a
-//! loaded machine the wall-clock rates vary, that cost much less, and one core divided by it
-//! is what the server could do alone.
+//! Each line also gives the CPU time per message of the Redis server (from `INFO cpu`) and of
+//! the bench process (Linux): on a loaded machine the wall-clock rates vary, those costs much
+//! less, and one core divided by the server's is what it could do alone.
 //!
 //! The engine runs with the heartbeat off (`EngineConfig::heartbeat(None)`): it only adds a
 //! timer per message, and a handler this short never reaches it.
@@ -68,11 +69,24 @@ async fn redis_cpu(conn: &mut ConnectionManager) -> f64 {
         .sum()
 }
 
-/// A measurement: messages per second, and the Redis CPU microseconds per message.
+/// The CPU time this process's threads have used so far, in seconds, from
+/// `/proc/self/task/*/schedstat` (Linux; `None` elsewhere).
+fn own_cpu() -> Option<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 / 1e9)
+}
+
+/// A measurement: messages per second, and the CPU microseconds per message of the Redis
+/// server and of this process (the client).
 #[derive(Clone, Copy)]
 struct Rate {
     msgs_per_s: f64,
     redis_us: f64,
+    client_us: Option<f64>,
 }
 
 /// Runs `tasks` copies of `body(task)` at once.
@@ -83,16 +97,19 @@ where
 {
     let mut conn = conn.clone();
     let cpu = redis_cpu(&mut conn).await;
+    let own = own_cpu();
     let started = Instant::now();
     let handles: Vec<_> = (0..tasks).map(|t| tokio::spawn(body(t))).collect();
     for h in handles {
         h.await.expect("bench task panicked");
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let own = own_cpu().zip(own).map(|(b, a)| (b - a) * 1e6 / msgs as f64);
     let cpu = redis_cpu(&mut conn).await - cpu;
     Rate {
         msgs_per_s: msgs as f64 / elapsed,
         redis_us: cpu * 1e6 / msgs as f64,
+        client_us: own,
     }
 }
 
@@ -111,30 +128,35 @@ impl Raw {
         format!("{PREFIX}:{{{scope}}}:{key}")
     }
 
+    /// One EVALSHA, built and sent as plainly as redis-rs allows (the scripts are loaded at
+    /// the start).
     async fn eval(&self, script: &Script, keys: &[String], args: &[&[u8]]) -> Value {
-        let mut inv = script.prepare_invoke();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(keys.len());
         for k in keys {
-            inv.key(k);
+            cmd.arg(k.as_bytes());
         }
         for a in args {
-            inv.arg(*a);
+            cmd.arg(*a);
         }
-        inv.invoke_async(&mut self.conn.clone()).await.unwrap()
+        cmd.query_async(&mut self.conn.clone()).await.unwrap()
     }
 
     /// Claims and completes `keys` (all new) with one script call each.
     async fn claim_complete(&self, keys: &[String]) {
-        let mut args: Vec<&[u8]> = Vec::with_capacity(keys.len() + 2);
-        args.extend([self.lease.as_bytes(), self.retention.as_bytes()]);
-        args.extend(keys.iter().map(|_| &self.fingerprint[..]));
+        let mut fps = Vec::with_capacity(keys.len() * 33);
+        for _ in keys {
+            fps.push(32);
+            fps.extend_from_slice(&self.fingerprint);
+        }
+        let args: [&[u8]; 3] = [self.lease.as_bytes(), self.retention.as_bytes(), &fps];
         match self.eval(&self.claim, keys, &args).await {
             // 'N' is Acquired with token 1.
             Value::BulkString(b) if b.len() == keys.len() && b.iter().all(|&c| c == b'N') => {}
             other => panic!("expected every key acquired, got {other:?}"),
         }
-        let mut args: Vec<&[u8]> = Vec::with_capacity(keys.len() + 2);
-        args.extend([self.retention.as_bytes(), b""]);
-        args.extend(keys.iter().map(|_| &b"1"[..]));
+        let tokens = 1u64.to_be_bytes().repeat(keys.len());
+        let args: [&[u8]; 3] = [self.retention.as_bytes(), &tokens, b""];
         match self.eval(&self.complete, keys, &args).await {
             Value::BulkString(b) if b.len() == keys.len() && b.iter().all(|&c| c == b'1') => {}
             other => panic!("lease lost: {other:?}"),
@@ -145,12 +167,20 @@ impl Raw {
 fn report(name: &str, rates: &[Rate]) -> f64 {
     let mean = rates.iter().map(|r| r.msgs_per_s).sum::<f64>() / rates.len() as f64;
     let cpu = rates.iter().map(|r| r.redis_us).sum::<f64>() / rates.len() as f64;
+    let client = rates
+        .iter()
+        .map(|r| r.client_us)
+        .sum::<Option<f64>>()
+        .map_or("  n/a".into(), |c| {
+            format!("{:>5.2}", c / rates.len() as f64)
+        });
     let each: Vec<String> = rates
         .iter()
         .map(|r| format!("{:.0}", r.msgs_per_s))
         .collect();
     println!(
-        "  {name:<50} {mean:>8.0} msgs/s  redis {cpu:>5.2} us/msg  (rounds: {})",
+        "  {name:<48} {mean:>7.0} msgs/s  cpu us/msg: redis {cpu:>5.2} client {client}  \
+         (rounds: {})",
         each.join(", ")
     );
     mean
@@ -164,7 +194,10 @@ async fn main() {
     let batch_msgs = env("IDEMQ_BENCH_BATCH_MSGS", 200_000);
     let batch_tasks = env("IDEMQ_BENCH_BATCH_TASKS", 4).max(1);
     let rounds = env("IDEMQ_BENCH_ROUNDS", 2).max(1);
-    let cleanup = env("IDEMQ_BENCH_CLEANUP", 1) != 0;
+    let mut cleaning = Cleaning {
+        on: env("IDEMQ_BENCH_CLEANUP", 1) != 0,
+        ..Cleaning::default()
+    };
     let bench_started = Instant::now();
 
     let store = RedisStore::builder()
@@ -204,6 +237,9 @@ async fn main() {
 
     // Warm up: scripts loaded, connections open, allocator warm.
     {
+        for script in [&raw.claim, &raw.complete] {
+            let _: String = script.load_async(&mut raw.conn.clone()).await.unwrap();
+        }
         let s = scope();
         raw.claim_complete(&[Raw::key(&s, &name(0, 0))]).await;
         made.push((s, 1, 1));
@@ -215,46 +251,46 @@ async fn main() {
         per_task * tasks
     );
     let (mut raw_single, mut engine_single, mut piped) = (vec![], vec![], vec![]);
-    for _ in 0..rounds {
+    for step in 0..3 * rounds {
+        // Each round in another order, so no variant always runs first.
         let s = scope();
         made.push((s.clone(), tasks, per_task));
-        raw_single.push(
-            measure(&admin, per_task * tasks, tasks, |t| {
-                let (raw, s) = (raw.clone(), s.clone());
-                async move {
-                    for i in 0..per_task {
-                        raw.claim_complete(&[Raw::key(&s, &name(t, i))]).await;
+        match (step + step / 3) % 3 {
+            0 => raw_single.push(
+                measure(&admin, per_task * tasks, tasks, |t| {
+                    let (raw, s) = (raw.clone(), s.clone());
+                    async move {
+                        for i in 0..per_task {
+                            raw.claim_complete(&[Raw::key(&s, &name(t, i))]).await;
+                        }
                     }
-                }
-            })
-            .await,
-        );
-
-        let s = scope();
-        made.push((s.clone(), tasks, per_task));
-        let engine: Engine<Envelope> = Engine::new(
-            store.clone(),
-            EngineConfig::new(s)
-                .lease(LEASE)
-                .retention(RETENTION)
-                .heartbeat(None),
-            KeyStrategy::MessageId,
-        );
-        engine_single.push(
-            measure(&admin, per_task * tasks, tasks, |t| {
-                engine_task(engine.clone(), t, per_task)
-            })
-            .await,
-        );
-
-        let s = scope();
-        made.push((s.clone(), tasks, per_task));
-        piped.push(
-            measure(&admin, per_task * tasks, tasks, |t| {
-                piped_task(store.clone(), s.clone(), t, per_task)
-            })
-            .await,
-        );
+                })
+                .await,
+            ),
+            1 => {
+                let engine: Engine<Envelope> = Engine::new(
+                    store.clone(),
+                    EngineConfig::new(s)
+                        .lease(LEASE)
+                        .retention(RETENTION)
+                        .heartbeat(None),
+                    KeyStrategy::MessageId,
+                );
+                engine_single.push(
+                    measure(&admin, per_task * tasks, tasks, |t| {
+                        engine_task(engine.clone(), t, per_task)
+                    })
+                    .await,
+                )
+            }
+            _ => piped.push(
+                measure(&admin, per_task * tasks, tasks, |t| {
+                    piped_task(store.clone(), s.clone(), t, per_task)
+                })
+                .await,
+            ),
+        }
+        cleaning.run(&admin, &mut made).await;
     }
     let r = report("raw EVALSHA claim + EVALSHA complete", &raw_single);
     let e = report("Engine::run (claim + handler + complete)", &engine_single);
@@ -298,6 +334,7 @@ async fn main() {
             })
             .await,
         );
+        cleaning.run(&admin, &mut made).await;
     }
     let e = report("Engine::run, 1 task", &engine_serial);
     let p = report("pipelined complete_and_claim, 1 task", &piped_serial);
@@ -312,84 +349,107 @@ async fn main() {
     // SHA-256 with nothing.
     let fingerprint = Fingerprint::of(PAYLOAD);
     let (mut raw_batch, mut store_batch) = (vec![], vec![]);
-    for _ in 0..rounds {
+    for step in 0..2 * rounds {
         let s = scope();
         made.push((s.clone(), batch_tasks, per_batch_task * BATCH));
-        raw_batch.push(
-            measure(&admin, batch_total, batch_tasks, |t| {
-                let (raw, s) = (raw.clone(), s.clone());
-                async move {
-                    for b in 0..per_batch_task {
-                        let keys: Vec<String> = (0..BATCH)
-                            .map(|i| Raw::key(&s, &name(t, b * BATCH + i)))
-                            .collect();
-                        raw.claim_complete(&keys).await;
-                    }
-                }
-            })
-            .await,
-        );
-
-        let s = scope();
-        made.push((s.clone(), batch_tasks, per_batch_task * BATCH));
-        store_batch.push(
-            measure(&admin, batch_total, batch_tasks, |t| {
-                let (store, s) = (store.clone(), s.clone());
-                async move {
-                    for b in 0..per_batch_task {
-                        let reqs: Vec<ClaimRequest> = (0..BATCH)
-                            .map(|i| ClaimRequest {
-                                key: RecordKey::new(
-                                    s.clone(),
-                                    IdempotencyKey::new(name(t, b * BATCH + i)).unwrap(),
-                                ),
-                                fingerprint: Some(fingerprint),
-                                lease: LEASE,
-                                retention: RETENTION,
-                            })
-                            .collect();
-                        let claims = store.claim_batch(&reqs).await.unwrap();
-                        let done: Vec<Completion<'_>> = reqs
-                            .iter()
-                            .zip(&claims)
-                            .map(|(r, c)| match c {
-                                Claim::Acquired { token, .. } => Completion {
-                                    key: &r.key,
-                                    token: *token,
-                                    result: None,
-                                    retention: RETENTION,
-                                },
-                                other => panic!("{other:?}"),
-                            })
-                            .collect();
-                        for r in store.complete_batch(&done).await.unwrap() {
-                            r.unwrap();
+        if (step + step / 2) % 2 == 0 {
+            raw_batch.push(
+                measure(&admin, batch_total, batch_tasks, |t| {
+                    let (raw, s) = (raw.clone(), s.clone());
+                    async move {
+                        for b in 0..per_batch_task {
+                            let keys: Vec<String> = (0..BATCH)
+                                .map(|i| Raw::key(&s, &name(t, b * BATCH + i)))
+                                .collect();
+                            raw.claim_complete(&keys).await;
                         }
                     }
-                }
-            })
-            .await,
-        );
+                })
+                .await,
+            );
+        } else {
+            store_batch.push(
+                measure(&admin, batch_total, batch_tasks, |t| {
+                    let (store, s) = (store.clone(), s.clone());
+                    async move {
+                        for b in 0..per_batch_task {
+                            let reqs: Vec<ClaimRequest> = (0..BATCH)
+                                .map(|i| ClaimRequest {
+                                    key: RecordKey::new(
+                                        s.clone(),
+                                        IdempotencyKey::new(name(t, b * BATCH + i)).unwrap(),
+                                    ),
+                                    fingerprint: Some(fingerprint),
+                                    lease: LEASE,
+                                    retention: RETENTION,
+                                })
+                                .collect();
+                            let claims = store.claim_batch(&reqs).await.unwrap();
+                            let done: Vec<Completion<'_>> = reqs
+                                .iter()
+                                .zip(&claims)
+                                .map(|(r, c)| match c {
+                                    Claim::Acquired { token, .. } => Completion {
+                                        key: &r.key,
+                                        token: *token,
+                                        result: None,
+                                        retention: RETENTION,
+                                    },
+                                    other => panic!("{other:?}"),
+                                })
+                                .collect();
+                            for r in store.complete_batch(&done).await.unwrap() {
+                                r.unwrap();
+                            }
+                        }
+                    }
+                })
+                .await,
+            );
+        }
+        cleaning.run(&admin, &mut made).await;
     }
     let r = report("raw EVALSHA claim x100 + EVALSHA complete x100", &raw_batch);
     let b = report("claim_batch(100) + complete_batch(100)", &store_batch);
     println!("  ratio store/raw: {:.3}", b / r);
 
-    let records: usize = made.iter().map(|(_, t, n)| t * n).sum();
-    if cleanup {
-        let started = Instant::now();
-        let unlinked = unlink(&admin, &made).await;
+    cleaning.run(&admin, &mut made).await;
+    if cleaning.on {
         println!(
-            "cleanup: unlinked {unlinked} of {records} bench records by name in {:.2} s",
-            started.elapsed().as_secs_f64()
+            "cleanup (after each measurement, untimed): unlinked {} of {} bench records by \
+             name in {:.2} s",
+            cleaning.unlinked, cleaning.records, cleaning.secs
         );
     } else {
         println!(
-            "cleanup: skipped; Redis drops the {records} bench records within {} s",
+            "cleanup: skipped; Redis drops the {} bench records within {} s",
+            cleaning.records,
             RETENTION.max(LEASE).as_secs()
         );
     }
     println!("total {:.1} s", bench_started.elapsed().as_secs_f64());
+}
+
+/// Unlinks the records of each measurement before the next, so every one starts from the
+/// same keyspace (and none pays for another's growth).
+#[derive(Default)]
+struct Cleaning {
+    on: bool,
+    records: usize,
+    unlinked: u64,
+    secs: f64,
+}
+
+impl Cleaning {
+    async fn run(&mut self, conn: &ConnectionManager, made: &mut Vec<(Scope, usize, usize)>) {
+        self.records += made.iter().map(|(_, t, n)| t * n).sum::<usize>();
+        if self.on {
+            let started = Instant::now();
+            self.unlinked += unlink(conn, made).await;
+            self.secs += started.elapsed().as_secs_f64();
+        }
+        made.clear();
+    }
 }
 
 /// Unlinks every record the bench made, by name: UNLINKs of 1000 keys, pipelined 16 at a
@@ -402,6 +462,9 @@ async fn unlink(conn: &ConnectionManager, made: &[(Scope, usize, usize)]) -> u64
     let mut pipe = redis::pipe();
     let (mut cmd, mut in_cmd, mut cmds, mut unlinked) = (redis::cmd("UNLINK"), 0, 0, 0u64);
     let mut flush = async |pipe: &mut redis::Pipeline| {
+        if pipe.is_empty() {
+            return 0;
+        }
         let counts: Vec<u64> = pipe.query_async(&mut conn).await.unwrap();
         pipe.clear();
         counts.iter().sum::<u64>()

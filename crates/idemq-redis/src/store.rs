@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::Hash;
+use std::io::Write;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -267,55 +268,66 @@ impl RedisStore {
     }
 
     /// One call of the claim script for `reqs`, which share a slot, a lease and a retention
-    /// (those of the first are sent once for all).
+    /// (those of the first are sent once for all). The fingerprints go as one argument, in
+    /// the record's form: a length byte (32 or 0) and 32 bytes.
     fn claim_cmd<'a>(&self, reqs: impl ExactSizeIterator<Item = &'a ClaimRequest> + Clone) -> Cmd {
         let n = reqs.len();
-        let mut cmd = Cmd::with_capacity(5 + 2 * n, 64 + n * (self.layout.prefix.len() + 64));
+        let mut cmd = Cmd::with_capacity(6 + n, 96 + n * (self.layout.prefix.len() + 80));
         cmd.arg("EVALSHA").arg(scripts::CLAIM.get_hash()).arg(n);
         for r in reqs.clone() {
             self.layout
                 .write_key(&r.key, &mut cmd.writer_for_next_arg());
         }
-        let mut first = true;
+        let (lease, retention) = reqs
+            .clone()
+            .next()
+            .map_or((0, 0), |r| (ms(r.lease), ms(r.retention)));
+        cmd.arg(lease).arg(retention);
+        let mut fps = cmd.writer_for_next_arg();
         for r in reqs {
-            if std::mem::take(&mut first) {
-                cmd.arg(ms(r.lease)).arg(ms(r.retention));
-            }
-            match &r.fingerprint {
-                Some(fp) => cmd.arg(&fp.0[..]),
-                None => cmd.arg(&b""[..]),
+            // Writing to memory cannot fail.
+            let _ = match &r.fingerprint {
+                Some(fp) => fps.write_all(&[32]).and_then(|_| fps.write_all(&fp.0)),
+                None => fps.write_all(&[0; 33]),
             };
         }
+        drop(fps);
         cmd
     }
 
     /// One call of the completion script for `items`, which share a slot and a retention.
+    /// The tokens go as one argument, 8 bytes each; results, when any, one argument each.
     fn complete_cmd<'a, 'b: 'a>(
         &self,
         items: impl ExactSizeIterator<Item = &'a Completion<'b>> + Clone,
     ) -> Cmd {
         let n = items.len();
         let with_results = items.clone().any(|c| c.result.is_some());
-        let mut cmd = Cmd::with_capacity(5 + 3 * n, 64 + n * (self.layout.prefix.len() + 64));
+        let mut cmd = Cmd::with_capacity(
+            6 + if with_results { n } else { 0 },
+            96 + n * (self.layout.prefix.len() + 64),
+        );
         cmd.arg("EVALSHA").arg(scripts::COMPLETE.get_hash()).arg(n);
         for c in items.clone() {
             self.layout.write_key(c.key, &mut cmd.writer_for_next_arg());
         }
         cmd.arg(items.clone().next().map_or(0, |c| ms(c.retention)));
+        let mut tokens = cmd.writer_for_next_arg();
+        for c in items.clone() {
+            let _ = tokens.write_all(&c.token.0.to_be_bytes());
+        }
+        drop(tokens);
         if with_results {
-            let mask: Vec<u8> = items
-                .clone()
-                .map(|c| if c.result.is_some() { b'1' } else { b'0' })
-                .collect();
-            cmd.arg(mask);
+            let mut mask = cmd.writer_for_next_arg();
+            for c in items.clone() {
+                let _ = mask.write_all(if c.result.is_some() { b"1" } else { b"0" });
+            }
+            drop(mask);
             for c in items {
-                cmd.arg(c.token.0).arg(c.result.unwrap_or_default());
+                cmd.arg(c.result.unwrap_or_default());
             }
         } else {
             cmd.arg(&b""[..]);
-            for c in items {
-                cmd.arg(c.token.0);
-            }
         }
         cmd
     }
