@@ -1,5 +1,10 @@
-//! The demo end to end: `idemq demo run` applies every order exactly once on each store,
-//! and `idemq demo check` catches a planted double apply and a missing order.
+//! The demo end to end: `idemq demo run` applies every order exactly once on each store
+//! and each business database, and `idemq demo check` catches a planted double apply and a
+//! missing order.
+//!
+//! Needs the servers of the notes: Redis on 6379, MariaDB on 3306 (root, no password,
+//! database `test`), PostgreSQL on 5432 (trust, user postgres, database `test`); a test whose
+//! server is down fails, naming the URL.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -27,19 +32,30 @@ fn db_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("shop.db").display())
 }
 
-/// Runs the story with 30% duplicate sends and 20% failing handlers on `store`, and
-/// expects every order applied exactly once.
+const MYSQL: &str = "mysql://root@127.0.0.1:3306/test";
+const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+/// Runs the story with 30% duplicate sends and 20% failing handlers on `store`, with a
+/// business database in a temporary SQLite file, and expects every order applied exactly
+/// once.
 fn run_is_exactly_once(store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let db = db_url(dir.path());
-    // A store outside the temporary directory outlives the test: a fresh topic is a fresh
-    // scope, so an earlier run's records cannot answer for this one.
+    run_on(&db_url(dir.path()), store, 400);
+}
+
+/// Runs the story on business database `db` with `store`; expects every order applied
+/// exactly once and the faults to have happened. Returns the printed report.
+fn run_on(db: &str, store: &str, orders: u32) -> String {
+    // A database or store outside the temporary directory outlives the test: a fresh topic
+    // is a fresh scope and fresh rows, so an earlier run cannot answer for this one.
     let topic = format!("exactly-once-{}", idemq_core::time::now_ms());
+    let orders_arg = orders.to_string();
     let out = idemq(&[
         "demo",
         "run",
         "--orders",
-        "400",
+        &orders_arg,
         "--duplicates",
         "0.3",
         "--failures",
@@ -47,7 +63,7 @@ fn run_is_exactly_once(store: &str) {
         "--store",
         store,
         "--db",
-        &db,
+        db,
         "--topic",
         &topic,
         "--seed",
@@ -57,28 +73,41 @@ fn run_is_exactly_once(store: &str) {
     assert_eq!(
         last_line(&out),
         "violations: 0",
-        "store {store}:\n{text}\nstderr:\n{}",
+        "store {store}, db {db}:\n{text}\nstderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("400 orders, 400 flow rows"), "{text}");
+    assert!(
+        text.contains(&format!("{orders} orders, {orders} flow rows")),
+        "{text}"
+    );
     // The faults really happened: the run proved something.
-    let count = |row: &str| -> u64 {
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with(row))
-            .unwrap();
-        line[row.len() + 2..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    assert!(count("duplicates skipped") > 0, "{text}");
-    assert!(count("retries (handler errors)") > 0, "{text}");
-    assert!(count("crashes before commit") > 0, "{text}");
-    assert_eq!(count("effects applied"), 400, "{text}");
+    assert!(count(&text, "duplicates skipped") > 0, "{text}");
+    assert!(count(&text, "retries (handler errors)") > 0, "{text}");
+    assert!(count(&text, "crashes before commit") > 0, "{text}");
+    assert_eq!(count(&text, "effects applied"), u64::from(orders), "{text}");
+    text
+}
+
+/// Like [`run_on`] for a store that writes its record in the business transaction: there
+/// the demo also kills consumers after the handler's writes, before the commit.
+fn run_in_tx_on(db: &str, store: &str) {
+    let text = run_on(db, store, 300);
+    assert!(count(&text, "crashes after write") > 0, "{text}");
+}
+
+/// The number in a row of the run's table.
+fn count(text: &str, row: &str) -> u64 {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(row))
+        .unwrap_or_else(|| panic!("no row {row:?} in:\n{text}"));
+    line.trim_start()[row.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("row {row:?} has no count in:\n{text}"))
 }
 
 #[test]
@@ -96,7 +125,7 @@ fn run_on_the_sqlite_store_applies_each_order_once() {
 #[test]
 fn run_on_the_redis_store_applies_each_order_once() {
     // Fails, naming the URL, when Redis is not running on 6379.
-    run_is_exactly_once("redis://127.0.0.1:6379");
+    run_is_exactly_once(REDIS);
 }
 
 #[test]
@@ -108,13 +137,109 @@ fn run_on_a_redis_cluster_store_applies_each_order_once() {
 #[test]
 fn run_on_the_postgres_store_applies_each_order_once() {
     // Fails when PostgreSQL does not answer on 5432 with trust auth and database `test`.
-    run_is_exactly_once("postgres://postgres@127.0.0.1:5432/test");
+    run_is_exactly_once(POSTGRES);
 }
 
 #[test]
 fn run_on_the_mysql_store_applies_each_order_once() {
     // Fails when MariaDB does not answer on 3306 for root without a password, database `test`.
-    run_is_exactly_once("mysql://root@127.0.0.1:3306/test");
+    run_is_exactly_once(MYSQL);
+}
+
+#[test]
+fn run_on_mysql_with_the_record_in_the_business_transaction() {
+    // Fails when MariaDB does not answer on 3306 for root without a password, database `test`.
+    run_in_tx_on(MYSQL, "same");
+}
+
+#[test]
+fn run_on_postgres_with_the_record_in_the_business_transaction() {
+    // Fails when PostgreSQL does not answer on 5432 with trust auth and database `test`.
+    run_in_tx_on(POSTGRES, "same");
+}
+
+#[test]
+fn run_on_sqlite_with_the_record_in_the_business_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    run_in_tx_on(&db_url(dir.path()), "same");
+}
+
+#[test]
+fn run_on_redis_in_front_of_postgres() {
+    // The business database is an SQLite file; the records live in PostgreSQL, with Redis
+    // answering the duplicates. The crash after the write is not injected: the record is
+    // outside the business database.
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("tiered+{REDIS}?durable={POSTGRES}");
+    let text = run_on(&db_url(dir.path()), &store, 300);
+    assert!(
+        text.contains("crashes after write             -   not injected"),
+        "{text}"
+    );
+}
+
+#[test]
+fn run_on_redis_in_front_of_the_postgres_business_database() {
+    run_in_tx_on(POSTGRES, &format!("tiered+{REDIS}?durable=same"));
+}
+
+#[test]
+fn run_on_postgres_with_a_separate_redis_store() {
+    run_on(POSTGRES, REDIS, 300);
+}
+
+/// `demo check` on a server database: clean after a run, then a planted double apply is
+/// found.
+async fn check_catches_a_planted_double_on(db: &str) {
+    let topic = format!("planted-{}", idemq_core::time::now_ms());
+    let common = ["--db", db, "--topic", &topic, "--orders", "30"];
+    let mut args = vec!["demo", "run", "--store", "same", "--seed", "5"];
+    args.extend(common);
+    let out = idemq(&args);
+    assert_eq!(last_line(&out), "violations: 0", "{}", stdout(&out));
+    let mut check = vec!["demo", "check"];
+    check.extend(common);
+    let clean = idemq(&check);
+    assert_eq!(last_line(&clean), "violations: 0", "{}", stdout(&clean));
+
+    let business = BusinessDb::open(&db.parse::<DbUrl>().unwrap(), 1)
+        .await
+        .unwrap();
+    let plant = business.sql(
+        "INSERT INTO demo_stock_flow (topic, order_id, sku, delta, applied_at) \
+         SELECT topic, order_id, sku, delta, applied_at FROM demo_stock_flow \
+         WHERE topic = ? AND order_id = 'order-000007'",
+    );
+    let planted = match &business {
+        BusinessDb::Mysql(pool) => sqlx::query(&plant)
+            .bind(&topic)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()),
+        BusinessDb::Postgres(pool) => sqlx::query(&plant)
+            .bind(&topic)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()),
+        BusinessDb::Sqlite(_) => unreachable!("a server database"),
+    };
+    assert_eq!(planted.unwrap(), 1);
+    business.close().await;
+
+    let dirty = idemq(&check);
+    let text = stdout(&dirty);
+    assert_eq!(dirty.status.code(), Some(1), "{text}");
+    assert!(text.contains("doubled: order-000007 ×2"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_catches_a_planted_double_on_mysql() {
+    check_catches_a_planted_double_on(MYSQL).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_catches_a_planted_double_on_postgres() {
+    check_catches_a_planted_double_on(POSTGRES).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -213,6 +338,10 @@ fn help_documents_every_url_form() {
         "mysql://",
         "postgres://",
         "same",
+        "tiered+redis://HOST:PORT?durable=URL",
+        "durable=same",
+        "mariadb://",
+        "postgres://USER@HOST:PORT/DB",
         "amqp://",
         "kafka://",
         "rocketmq://",
