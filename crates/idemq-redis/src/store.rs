@@ -64,6 +64,9 @@ pub struct Completion<'a> {
 /// | 65   | state: `C` consuming, `D` consumed                             |
 /// | 66   | expires_at, updated_at: 8 bytes each, signed                   |
 /// | 82   | `n` no result, or `r` followed by the result to the end        |
+///
+/// Records of earlier versions, which were hashes, are not read (a claim on one fails as
+/// [`StoreError::Corrupt`]): purge their scopes or move to a new prefix when upgrading.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Conn,

@@ -481,3 +481,62 @@ async fn refused_or_repeated_completions_keep_the_expiry() {
         }
     ));
 }
+
+/// A batch call sends the lease and retention once, so batches mixing them are split into
+/// calls; each key must still get its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_mixing_leases_retentions_and_results_keep_each() {
+    for store in [single().await, cluster(HashTag::Key).await] {
+        let scope = fresh_scope();
+        let keys: Vec<RecordKey> = (0..6).map(|i| key(&scope, &format!("m{i}"))).collect();
+        let secs = |i: usize| Duration::from_secs(60 * (i as u64 % 3 + 1));
+        let reqs: Vec<ClaimRequest> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ClaimRequest {
+                lease: secs(i),
+                fingerprint: (i % 2 == 0).then(|| Fingerprint::of(b"p")),
+                ..req(k.clone(), b"p")
+            })
+            .collect();
+        let claims = store.claim_batch(&reqs).await.unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            let rec = store.get(k).await.unwrap().unwrap();
+            assert_eq!(
+                rec.lease_until - rec.created_at,
+                60_000 * (i as i64 % 3 + 1)
+            );
+            assert_eq!(rec.fingerprint.is_some(), i % 2 == 0, "key {i}");
+        }
+        let results: Vec<Option<&[u8]>> = (0..6)
+            .map(|i| (i % 2 == 1).then_some(&b"r\0\n"[..]))
+            .collect();
+        let done: Vec<Completion<'_>> = (0..6)
+            .map(|i| Completion {
+                key: &keys[i],
+                token: token(&claims[i]),
+                result: results[i],
+                retention: secs(i + 1),
+            })
+            .collect();
+        let out = store.complete_batch(&done).await.unwrap();
+        assert!(out.iter().all(Result::is_ok), "{out:?}");
+        for (i, k) in keys.iter().enumerate() {
+            let rec = store.get(k).await.unwrap().unwrap();
+            assert_eq!(rec.state, State::Consumed);
+            assert_eq!(rec.result.as_deref(), results[i], "key {i}");
+            assert_eq!(
+                rec.expires_at - rec.updated_at,
+                secs(i + 1).as_millis() as i64
+            );
+            // A payload other than the one claimed conflicts only where one was recorded.
+            let again = store.claim(&req(k.clone(), b"other")).await.unwrap();
+            if i % 2 == 0 {
+                assert_eq!(again, Claim::Conflict, "key {i}");
+            } else {
+                assert!(matches!(again, Claim::Done { .. }), "key {i}: {again:?}");
+            }
+        }
+        store.purge(&scope).await.unwrap();
+    }
+}
