@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use idemq_core::record::{Claim, ClaimRequest, FencingToken, Record, State};
+use idemq_core::record::{Claim, ClaimRequest, FencingToken, Record};
 use idemq_core::store::{ScopeStats, Store, StoreError};
 use idemq_core::time::{duration_ms, UnixMillis};
 use idemq_core::{RecordKey, Scope};
 use idemq_sql::{
-    check_result_size, claim_next, decide_claims, row_key, store_error, RawRecord, RowKey, Sweeper,
-    TableName, TxError, MAX_RETRIES,
+    check_result_size, claim_next, decide_claims, retrying, row_key, store_error, RawRecord,
+    RowKey, Sweeper, TableName, TxError, MAX_RETRIES,
 };
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
 use sqlx::{Executor, Row};
@@ -127,10 +127,8 @@ impl MySqlStore {
     /// Spawns a background task deleting expired records every `interval`, at most `batch`
     /// per statement. Dropping the returned handle stops it.
     pub fn spawn_sweeper(&self, interval: Duration, batch: u64) -> Sweeper {
-        let store = self.clone();
-        Sweeper::spawn(interval, batch, move |n| {
-            let store = store.clone();
-            async move { store.sweep(n).await }
+        Sweeper::spawn_on(self.clone(), interval, batch, |s, n| async move {
+            s.sweep(n).await
         })
     }
 
@@ -224,24 +222,6 @@ impl MySqlStore {
         Ok(())
     }
 
-    /// Runs `f` again while it fails with a deadlock.
-    async fn retrying<T, F, Fut>(&self, mut f: F) -> Result<T, StoreError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, TxError>>,
-    {
-        let mut tries = 0;
-        loop {
-            match f().await {
-                Err(e) if e.is_retryable() && tries < MAX_RETRIES => {
-                    tries += 1;
-                    idemq_sql::backoff(tries).await;
-                }
-                r => return r.map_err(StoreError::from),
-            }
-        }
-    }
-
     /// One round of a claim: answers what it can, returns the positions to try again
     /// (rows that appeared or vanished meanwhile).
     async fn claim_round(
@@ -251,12 +231,11 @@ impl MySqlStore {
         out: &mut [Option<Claim>],
     ) -> Result<Vec<usize>, StoreError> {
         // Read first: a duplicate or redelivery is answered in this one round trip.
-        let (rows, now) = self
-            .retrying(|| async {
-                let mut conn = self.pool.acquire().await?;
-                self.read_rows(&mut conn, reqs, todo, false).await
-            })
-            .await?;
+        let (rows, now) = retrying(|| async {
+            let mut conn = self.pool.acquire().await?;
+            self.read_rows(&mut conn, reqs, todo, false).await
+        })
+        .await?;
         let (mut locked, mut missing) = (Vec::new(), Vec::new());
         for &i in todo {
             match (rows.get(&row_key(&reqs[i])), now) {
@@ -274,19 +253,18 @@ impl MySqlStore {
             // inserted one by one, each telling whether it was new (as a single key is).
             let distinct: HashSet<RowKey> = missing.iter().map(|&i| row_key(&reqs[i])).collect();
             let all = distinct.len() > 1
-                && self
-                    .retrying(|| async {
-                        let mut tx = self.pool.begin().await?;
-                        let (inserted, wanted) = self.insert_new(&mut tx, reqs, &missing).await?;
-                        if inserted as usize == wanted {
-                            tx.commit().await?;
-                            Ok(true)
-                        } else {
-                            tx.rollback().await?;
-                            Ok(false)
-                        }
-                    })
-                    .await?;
+                && retrying(|| async {
+                    let mut tx = self.pool.begin().await?;
+                    let (inserted, wanted) = self.insert_new(&mut tx, reqs, &missing).await?;
+                    if inserted as usize == wanted {
+                        tx.commit().await?;
+                        Ok(true)
+                    } else {
+                        tx.rollback().await?;
+                        Ok(false)
+                    }
+                })
+                .await?;
             let mut owned = HashSet::new();
             for &i in &missing {
                 let k = row_key(&reqs[i]);
@@ -296,12 +274,11 @@ impl MySqlStore {
                     continue;
                 }
                 let new = all
-                    || self
-                        .retrying(|| async {
-                            let mut conn = self.pool.acquire().await?;
-                            Ok(self.insert_new(&mut conn, reqs, &[i]).await?.0 == 1)
-                        })
-                        .await?;
+                    || retrying(|| async {
+                        let mut conn = self.pool.acquire().await?;
+                        Ok(self.insert_new(&mut conn, reqs, &[i]).await?.0 == 1)
+                    })
+                    .await?;
                 if new {
                     owned.insert(k);
                     out[i] = Some(acquired_new());
@@ -313,19 +290,18 @@ impl MySqlStore {
         }
         if !locked.is_empty() {
             locked.sort_unstable();
-            let (claims, vanished) = self
-                .retrying(|| async {
-                    let mut tx = self.pool.begin().await?;
-                    let (rows, now) = self.read_rows(&mut tx, reqs, &locked, true).await?;
-                    let Some(now) = now else {
-                        return Ok((vec![], locked.clone()));
-                    };
-                    let decided = decide_claims(reqs, &locked, rows, now);
-                    self.write_rows(&mut tx, decided.writes).await?;
-                    tx.commit().await?;
-                    Ok((decided.claims, decided.missing))
-                })
-                .await?;
+            let (claims, vanished) = retrying(|| async {
+                let mut tx = self.pool.begin().await?;
+                let (rows, now) = self.read_rows(&mut tx, reqs, &locked, true).await?;
+                let Some(now) = now else {
+                    return Ok((vec![], locked.clone()));
+                };
+                let decided = decide_claims(reqs, &locked, rows, now);
+                self.write_rows(&mut tx, decided.writes).await?;
+                tx.commit().await?;
+                Ok((decided.claims, decided.missing))
+            })
+            .await?;
             for (i, c) in claims {
                 out[i] = Some(c);
             }
@@ -437,30 +413,29 @@ impl Store for MySqlStore {
     ) -> Result<UnixMillis, StoreError> {
         // The new deadline is read back in the same transaction, under the row lock the
         // update took.
-        let until = self
-            .retrying(|| async {
-                let mut tx = self.pool.begin().await?;
-                let done = sqlx::query(&self.sql.extend)
-                    .bind(duration_ms(lease))
-                    .bind(duration_ms(lease))
-                    .bind(key.scope.as_str().as_bytes())
-                    .bind(key.key.as_str().as_bytes())
-                    .bind(token.0 as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                if done.rows_affected() != 1 {
-                    return Ok(None);
-                }
-                let until: i64 = sqlx::query_scalar(&self.sql.read_lease)
-                    .bind(key.scope.as_str().as_bytes())
-                    .bind(key.key.as_str().as_bytes())
-                    .bind(token.0 as i64)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(Some(until))
-            })
-            .await?;
+        let until = retrying(|| async {
+            let mut tx = self.pool.begin().await?;
+            let done = sqlx::query(&self.sql.extend)
+                .bind(duration_ms(lease))
+                .bind(duration_ms(lease))
+                .bind(key.scope.as_str().as_bytes())
+                .bind(key.key.as_str().as_bytes())
+                .bind(token.0 as i64)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() != 1 {
+                return Ok(None);
+            }
+            let until: i64 = sqlx::query_scalar(&self.sql.read_lease)
+                .bind(key.scope.as_str().as_bytes())
+                .bind(key.key.as_str().as_bytes())
+                .bind(token.0 as i64)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(until))
+        })
+        .await?;
         until.ok_or_else(|| StoreError::LeaseLost { key: key.clone() })
     }
 
@@ -490,15 +465,6 @@ impl Store for MySqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        let mut stats = ScopeStats::default();
-        for (state, n) in rows {
-            let n = u64::try_from(n).unwrap_or(0);
-            match State::parse(&state) {
-                Some(State::Consuming) => stats.consuming = n,
-                Some(State::Consumed) => stats.consumed = n,
-                None => return Err(StoreError::Corrupt(format!("unknown state {state:?}"))),
-            }
-        }
-        Ok(stats)
+        idemq_sql::scope_stats(rows)
     }
 }

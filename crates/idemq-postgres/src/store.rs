@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use idemq_core::record::{Claim, ClaimRequest, FencingToken, Record, State};
+use idemq_core::record::{Claim, ClaimRequest, FencingToken, Record};
 use idemq_core::store::{ScopeStats, Store, StoreError};
 use idemq_core::time::{duration_ms, UnixMillis};
 use idemq_core::{RecordKey, Scope};
 use idemq_sql::{
-    check_result_size, claim_next, decide_claims, row_key, store_error, RawRecord, RowKey, Sweeper,
-    TableName, TxError, MAX_RETRIES,
+    check_result_size, claim_next, decide_claims, retrying, row_key, store_error, RawRecord,
+    RowKey, Sweeper, TableName, TxError, MAX_RETRIES,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Row;
@@ -128,10 +128,8 @@ impl PgStore {
     /// Spawns a background task deleting expired records every `interval`, at most `batch`
     /// per statement. Dropping the returned handle stops it.
     pub fn spawn_sweeper(&self, interval: Duration, batch: u64) -> Sweeper {
-        let store = self.clone();
-        Sweeper::spawn(interval, batch, move |n| {
-            let store = store.clone();
-            async move { store.sweep(n).await }
+        Sweeper::spawn_on(self.clone(), interval, batch, |s, n| async move {
+            s.sweep(n).await
         })
     }
 
@@ -177,16 +175,7 @@ impl PgStore {
         reqs: &[ClaimRequest],
         todo: &[usize],
     ) -> Result<Vec<Probe>, StoreError> {
-        let mut tries = 0;
-        loop {
-            match self.insert_or_read_once(reqs, todo).await {
-                Err(e) if e.is_retryable() && tries < MAX_RETRIES => {
-                    tries += 1;
-                    idemq_sql::backoff(tries).await;
-                }
-                r => return r.map_err(StoreError::from),
-            }
-        }
+        retrying(|| self.insert_or_read_once(reqs, todo)).await
     }
 
     async fn insert_or_read_once(
@@ -319,16 +308,7 @@ impl PgStore {
         reqs: &[ClaimRequest],
         todo: &[usize],
     ) -> Result<(Vec<(usize, Claim)>, Vec<usize>), StoreError> {
-        let mut tries = 0;
-        loop {
-            match self.claim_existing_once(reqs, todo).await {
-                Err(e) if e.is_retryable() && tries < MAX_RETRIES => {
-                    tries += 1;
-                    idemq_sql::backoff(tries).await;
-                }
-                r => return r.map_err(StoreError::from),
-            }
-        }
+        retrying(|| self.claim_existing_once(reqs, todo)).await
     }
 
     async fn claim_existing_once(
@@ -497,15 +477,6 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        let mut stats = ScopeStats::default();
-        for (state, n) in rows {
-            let n = u64::try_from(n).unwrap_or(0);
-            match State::parse(&state) {
-                Some(State::Consuming) => stats.consuming = n,
-                Some(State::Consumed) => stats.consumed = n,
-                None => return Err(StoreError::Corrupt(format!("unknown state {state:?}"))),
-            }
-        }
-        Ok(stats)
+        idemq_sql::scope_stats(rows)
     }
 }

@@ -7,13 +7,10 @@ use idemq_core::adapter::HandlerFuture;
 use idemq_core::record::{Claim, ClaimRequest, FencingToken};
 use idemq_core::store::TransactionalStore;
 use idemq_core::time::duration_ms;
-use idemq_core::{
-    EngineConfig, EngineError, Fingerprint, HandlerOutput, IdempotencyKey, Outcome, RecordKey,
-    StoreError,
-};
-use idemq_sql::{check_result_size, decide_claims, store_error, TxError, MAX_RETRIES};
+use idemq_core::{EngineConfig, EngineError, Fingerprint, HandlerOutput, IdempotencyKey, Outcome};
+use idemq_sql::{decide_claims, ClaimedTx, InTx, TxClaim, TxError};
 use sqlx::postgres::PgConnection;
-use sqlx::{Postgres, Transaction};
+use sqlx::Postgres;
 
 use crate::PgStore;
 
@@ -34,9 +31,11 @@ impl PgStore {
     ///   through [`Store::claim`](idemq_core::Store::claim) and still leased
     ///   [`Outcome::InProgress`], another payload [`Outcome::Conflict`].
     /// - A result over `config.max_result_bytes` or the store's limit rolls back and answers
-    ///   [`StoreError::ResultTooLarge`].
-    /// - A failed `COMMIT` answers [`StoreError::Unavailable`]; whether it committed is then
-    ///   unknown, and the redelivery finds out (a duplicate, or a first run).
+    ///   [`StoreError::ResultTooLarge`](idemq_core::StoreError::ResultTooLarge).
+    /// - A failed `COMMIT` answers
+    ///   [`StoreError::Unavailable`](idemq_core::StoreError::Unavailable); whether it
+    ///   committed is then unknown, and the redelivery finds out (a duplicate, or a first
+    ///   run).
     ///
     /// ```no_run
     /// # use idemq_core::{EngineConfig, IdempotencyKey, Scope};
@@ -68,68 +67,24 @@ impl PgStore {
         F: for<'t> FnOnce(&'t mut PgConnection) -> BoxFuture<'t, Result<T, E>>,
         T: HandlerOutput,
     {
-        let req = ClaimRequest {
-            key: RecordKey::new(config.scope.clone(), key),
-            fingerprint: fingerprint.filter(|_| config.fingerprint),
-            lease: config.lease,
-            retention: config.retention,
-        };
-        let mut tries = 0;
-        let (mut tx, token, attempt) = loop {
-            match self.claim_in_tx(&req).await {
-                Ok(Ok(owned)) => break owned,
-                Ok(Err(claim)) => {
-                    return Ok(Outcome::settled(claim).expect("only Acquired is unsettled"))
-                }
-                Err(e) if e.is_retryable() && tries < MAX_RETRIES => {
-                    tries += 1;
-                    idemq_sql::backoff(tries).await;
-                }
-                Err(e) => return Err(StoreError::from(e).into()),
-            }
-        };
+        idemq_sql::run_in_tx(self, config, key, fingerprint, handler).await
+    }
+}
 
-        let value = match handler(&mut tx).await {
-            Ok(value) => value,
-            Err(error) => {
-                tx.rollback().await.map_err(store_error)?;
-                return Ok(Outcome::Failed { error, attempt });
-            }
-        };
-        let result = value.into_stored();
-        // Dropping `tx` on these early returns rolls the transaction back.
-        check_result_size(
-            result.as_deref(),
-            config.max_result_bytes.min(self.max_result_bytes),
-        )?;
-        sqlx::query(&self.sql.mark_consumed)
-            .bind(req.key.scope.as_str())
-            .bind(req.key.key.as_str())
-            .bind(token.0 as i64)
-            .bind(result.as_deref())
-            .bind(duration_ms(config.retention))
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(Outcome::Processed {
-            result,
-            attempt,
-            protected: true,
-        })
+impl InTx for PgStore {
+    type Db = Postgres;
+    type Held = ();
+
+    fn max_result_bytes(&self) -> usize {
+        self.max_result_bytes
     }
 
-    /// Begins the transaction and claims the key in it: the open transaction holding the
-    /// locked row with its token and attempt, or the claim that was not acquired.
-    async fn claim_in_tx(
-        &self,
-        req: &ClaimRequest,
-    ) -> Result<Result<(Transaction<'static, Postgres>, FencingToken, u32), Claim>, TxError> {
+    async fn claim_in_tx(&self, req: &ClaimRequest) -> Result<TxClaim<Postgres, ()>, TxError> {
         let reqs = std::slice::from_ref(req);
         loop {
             let mut tx = self.pool.begin().await?;
             if !self.insert_new(&mut tx, reqs, &[0]).await?.is_empty() {
-                return Ok(Ok((tx, FencingToken(1), 1)));
+                return Ok(Ok(ClaimedTx::new(tx, FencingToken(1), 1)));
             }
             let (rows, now) = self.lock_rows(&mut tx, reqs, &[0]).await?;
             let Some(now) = now else {
@@ -140,11 +95,32 @@ impl PgStore {
             self.update_rows(&mut tx, std::mem::take(&mut decided.writes))
                 .await?;
             return Ok(match decided.claims.pop() {
-                Some((_, Claim::Acquired { token, attempt, .. })) => Ok((tx, token, attempt)),
+                Some((_, Claim::Acquired { token, attempt, .. })) => {
+                    Ok(ClaimedTx::new(tx, token, attempt))
+                }
                 Some((_, claim)) => Err(claim),
                 None => continue,
             });
         }
+    }
+
+    async fn mark_consumed(
+        &self,
+        conn: &mut PgConnection,
+        req: &ClaimRequest,
+        token: FencingToken,
+        _: &(),
+        result: Option<&[u8]>,
+    ) -> Result<(), TxError> {
+        sqlx::query(&self.sql.mark_consumed)
+            .bind(req.key.scope.as_str())
+            .bind(req.key.key.as_str())
+            .bind(token.0 as i64)
+            .bind(result)
+            .bind(duration_ms(req.retention))
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 }
 

@@ -3,15 +3,17 @@
 //! Like `sqlx-core` beside its drivers, this crate holds what the SQL stores have in common
 //! and no driver: the validated [`TableName`], the [`RawRecord`] row and its mapping to a
 //! core [`Record`](idemq_core::Record), the claim rule as the stores apply it
-//! ([`claim_next`]), error mapping ([`store_error`], [`is_retryable`]) and the [`Sweeper`]
-//! loop that purges expired rows in small batches. With the `bench` feature, the `bench` module is the
-//! throughput bench the stores share.
+//! ([`claim_next`]), error mapping ([`store_error`], [`is_retryable`], [`retrying`]), the
+//! shape of `run_in_tx` ([`run_in_tx`] over a store's [`InTx`]) and the [`Sweeper`] loop
+//! that purges expired rows in small batches. With the `bench` feature, the `bench` module
+//! is the throughput bench the stores share.
 #![warn(missing_docs)]
 
 mod batch;
 #[cfg(feature = "bench")]
 pub mod bench;
 mod error;
+mod in_tx;
 mod row;
 mod sweeper;
 mod table;
@@ -19,7 +21,10 @@ mod tx;
 
 pub use batch::{decide_claims, row_key, Decided, RowKey};
 pub use error::{is_retryable, store_error, TxError};
+pub use in_tx::{run_in_tx, ClaimedTx, InTx, TxClaim};
 pub use row::{claim_next, RawRecord};
 pub use sweeper::{SweepStats, Sweeper};
 pub use table::{TableName, DEFAULT_TABLE, MAX_TABLE_NAME};
-pub use tx::{backoff, check_result_size, DEFAULT_MAX_RESULT_BYTES, MAX_RETRIES};
+pub use tx::{
+    backoff, check_result_size, retrying, scope_stats, DEFAULT_MAX_RESULT_BYTES, MAX_RETRIES,
+};

@@ -77,6 +77,17 @@ impl Sweeper {
         }
     }
 
+    /// [`Sweeper::spawn`] for a store's own `sweep`: each batch runs
+    /// `sweep(store.clone(), batch)`.
+    pub fn spawn_on<S, F, Fut>(store: S, interval: Duration, batch: u64, sweep: F) -> Self
+    where
+        S: Clone + Send + Sync + 'static,
+        F: Fn(S, u64) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<u64, StoreError>> + Send,
+    {
+        Self::spawn(interval, batch, move |n| sweep(store.clone(), n))
+    }
+
     /// The counts so far.
     pub fn stats(&self) -> SweepStats {
         *self.stats.borrow()

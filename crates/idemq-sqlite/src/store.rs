@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use idemq_core::adapter::HandlerFuture;
-use idemq_core::record::{Claim, ClaimRequest, FencingToken, Record, State};
+use idemq_core::record::{Claim, ClaimRequest, FencingToken, Record};
 use idemq_core::store::TransactionalStore;
 use idemq_core::store::{transition, ScopeStats, Store, StoreError};
 use idemq_core::time::{now_ms, UnixMillis};
@@ -14,7 +14,10 @@ use idemq_core::{
     EngineConfig, EngineError, Fingerprint, HandlerOutput, IdempotencyKey, Outcome, RecordKey,
     Scope,
 };
-use idemq_sql::{check_result_size, claim_next, store_error, RawRecord, Sweeper, TableName};
+use idemq_sql::{
+    check_result_size, claim_next, store_error, ClaimedTx, InTx, RawRecord, Sweeper, TableName,
+    TxClaim, TxError,
+};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -172,10 +175,8 @@ impl SqliteStore {
     /// Spawns a background task deleting expired records every `interval`, at most `batch`
     /// per statement. Dropping the returned handle stops it.
     pub fn spawn_sweeper(&self, interval: Duration, batch: u64) -> Sweeper {
-        let store = self.clone();
-        Sweeper::spawn(interval, batch, move |n| {
-            let store = store.clone();
-            async move { store.sweep(n).await }
+        Sweeper::spawn_on(self.clone(), interval, batch, |s, n| async move {
+            s.sweep(n).await
         })
     }
 
@@ -226,50 +227,7 @@ impl SqliteStore {
         F: for<'t> FnOnce(&'t mut SqliteConnection) -> BoxFuture<'t, Result<T, E>>,
         T: HandlerOutput,
     {
-        let req = ClaimRequest {
-            key: RecordKey::new(config.scope.clone(), key),
-            fingerprint: fingerprint.filter(|_| config.fingerprint),
-            lease: config.lease,
-            retention: config.retention,
-        };
-        let (_writer, mut tx) = self.begin().await?;
-        let now = now_ms();
-        let current = self.read(&mut tx, &req.key).await?;
-        let (claim, write) = claim_next(current.as_ref(), &req, now);
-        let (Claim::Acquired { token, attempt, .. }, Some(claimed)) = (&claim, write) else {
-            // Nothing was written; dropping the transaction rolls it back.
-            return Ok(Outcome::settled(claim).expect("only Acquired is unsettled"));
-        };
-        let (token, attempt) = (*token, *attempt);
-        self.write(&mut tx, &req.key, &claimed).await?;
-
-        let value = match handler(&mut tx).await {
-            Ok(value) => value,
-            Err(error) => {
-                tx.rollback().await.map_err(store_error)?;
-                return Ok(Outcome::Failed { error, attempt });
-            }
-        };
-        let result = value.into_stored();
-        let max = config.max_result_bytes.min(self.max_result_bytes);
-        check_result_size(result.as_deref(), max)?;
-        let done = transition::complete(
-            Some(&claimed),
-            token,
-            result.as_deref(),
-            config.retention,
-            now_ms(),
-        )
-        .ok_or_else(|| StoreError::LeaseLost {
-            key: req.key.clone(),
-        })?;
-        self.write(&mut tx, &req.key, &done).await?;
-        tx.commit().await.map_err(store_error)?;
-        Ok(Outcome::Processed {
-            result,
-            attempt,
-            protected: true,
-        })
+        idemq_sql::run_in_tx(self, config, key, fingerprint, handler).await
     }
 
     /// Takes this process's writer turn, then SQLite's write lock.
@@ -338,6 +296,52 @@ impl SqliteStore {
         self.write(&mut tx, key, &next).await?;
         tx.commit().await.map_err(store_error)?;
         Ok(next)
+    }
+}
+
+/// The writer turn is held until the commit, and the claimed row is completed from memory.
+impl InTx for SqliteStore {
+    type Db = Sqlite;
+    type Held = (OwnedMutexGuard<()>, Record);
+
+    fn max_result_bytes(&self) -> usize {
+        self.max_result_bytes
+    }
+
+    async fn claim_in_tx(
+        &self,
+        req: &ClaimRequest,
+    ) -> Result<TxClaim<Sqlite, Self::Held>, TxError> {
+        // Errors are decided store errors here: SQLite's busy timeout already waited.
+        let (writer, mut tx) = self.begin().await?;
+        let current = self.read(&mut tx, &req.key).await?;
+        let (claim, write) = claim_next(current.as_ref(), req, now_ms());
+        let (Claim::Acquired { token, attempt, .. }, Some(claimed)) = (&claim, write) else {
+            // Nothing was written; dropping the transaction rolls it back.
+            return Ok(Err(claim));
+        };
+        self.write(&mut tx, &req.key, &claimed).await?;
+        Ok(Ok(ClaimedTx {
+            tx,
+            token: *token,
+            attempt: *attempt,
+            held: (writer, claimed),
+        }))
+    }
+
+    async fn mark_consumed(
+        &self,
+        conn: &mut SqliteConnection,
+        req: &ClaimRequest,
+        token: FencingToken,
+        (_, claimed): &Self::Held,
+        result: Option<&[u8]>,
+    ) -> Result<(), TxError> {
+        let done = transition::complete(Some(claimed), token, result, req.retention, now_ms())
+            .ok_or_else(|| StoreError::LeaseLost {
+                key: req.key.clone(),
+            })?;
+        Ok(self.write(conn, &req.key, &done).await?)
     }
 }
 
@@ -428,16 +432,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(store_error)?;
-        let mut stats = ScopeStats::default();
-        for (state, n) in rows {
-            let n = u64::try_from(n).unwrap_or(0);
-            match State::parse(&state) {
-                Some(State::Consuming) => stats.consuming = n,
-                Some(State::Consumed) => stats.consumed = n,
-                None => return Err(StoreError::Corrupt(format!("unknown state {state:?}"))),
-            }
-        }
-        Ok(stats)
+        idemq_sql::scope_stats(rows)
     }
 }
 
