@@ -3,7 +3,7 @@
 //! `cargo bench -p idemq-redis --bench redis_store` (Redis on 127.0.0.1:6379, or `REDIS_URL`).
 //! Sizes: `IDEMQ_BENCH_MSGS` (single path, default 20000), `IDEMQ_BENCH_TASKS` (32),
 //! `IDEMQ_BENCH_SERIAL_MSGS` (one-task comparison, 2000), `IDEMQ_BENCH_BATCH_MSGS` (200000),
-//! `IDEMQ_BENCH_BATCH_TASKS` (4), `IDEMQ_BENCH_ROUNDS` (2: every measurement is repeated,
+//! `IDEMQ_BENCH_BATCH_TASKS` (4), `IDEMQ_BENCH_ROUNDS` (3: every measurement is repeated,
 //! in a different order each round, and the mean reported). The records of each measurement
 //! are unlinked by name before the next; `IDEMQ_BENCH_CLEANUP=0` leaves them for Redis to
 //! expire instead (their retention is one minute).
@@ -193,7 +193,7 @@ async fn main() {
     let tasks = env("IDEMQ_BENCH_TASKS", 32).max(1);
     let batch_msgs = env("IDEMQ_BENCH_BATCH_MSGS", 200_000);
     let batch_tasks = env("IDEMQ_BENCH_BATCH_TASKS", 4).max(1);
-    let rounds = env("IDEMQ_BENCH_ROUNDS", 2).max(1);
+    let rounds = env("IDEMQ_BENCH_ROUNDS", 3).max(1);
     let mut cleaning = Cleaning {
         on: env("IDEMQ_BENCH_CLEANUP", 1) != 0,
         ..Cleaning::default()
