@@ -40,7 +40,16 @@ fn idemq(args: &[&str]) -> Output {
 
 fn consume(db: &str, topic: &str, seed: &str) -> Child {
     let mut a = args("consume", db, topic);
-    a.extend(["--idle-exit", "3", "--consumers", "4", "--seed", seed]);
+    a.extend([
+        "--idle-exit",
+        "3",
+        "--consumers",
+        "4",
+        "--seed",
+        seed,
+        "--store",
+        "same",
+    ]);
     Command::new(env!("CARGO_BIN_EXE_idemq"))
         .args(&a)
         .env("RUST_LOG", "error")
@@ -81,12 +90,9 @@ fn two_consumer_processes_apply_each_order_once() {
     assert!(report.contains("300 orders, 300 flow rows"), "{report}");
 }
 
-// Fails about one run in two today: `demo consume` commits the business transaction and
-// then completes the idempotency record in the store, two separate commits, and a SIGKILL
-// between them leaves the order applied with its claim unfinished, so the redelivery applies
-// it again. It passes once the consumer puts the record in the business transaction
-// (`TransactionalStore::run_in_tx`, as `idemq_rabbitmq::in_tx` does).
-#[ignore = "needs `demo consume` to complete the record in the business transaction (run_in_tx)"]
+// The consumers keep the record in the business transaction (`--store same`): with a
+// separate store, a SIGKILL between the business commit and the store's completion would
+// leave the order applied with its claim unfinished, and the redelivery would apply it again.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_consumer_processes_one_killed_apply_each_order_once() {
     let dir = tempfile::tempdir().unwrap();
