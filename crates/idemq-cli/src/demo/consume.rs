@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use idemq_core::adapter::{process, settle, Delivery, Disposition, HandlerFuture, RetryPolicy};
-use idemq_core::{
-    Engine, EngineConfig, EngineError, Fingerprint, KeyError, KeyStrategy, Message, Outcome,
-};
+use idemq_core::{Engine, EngineError, KeyError, KeyStrategy, Message, Outcome};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -104,11 +102,10 @@ impl Counters {
 enum Mode<D> {
     /// The engine around the handler's own transaction.
     Separate(Engine<D>),
-    /// The store's `run_in_tx`, keyed as the engine would.
+    /// The store's `run_in_tx`; the engine over the same store keys each delivery.
     InTx {
         store: Arc<dyn InTx>,
-        config: EngineConfig,
-        keys: KeyStrategy<D>,
+        engine: Engine<D>,
     },
 }
 
@@ -144,11 +141,8 @@ impl<B: Broker> Consumer<B> {
             }
             Dedup::InTx(store) => {
                 counters.in_tx.store(true, Ordering::Relaxed);
-                Mode::InTx {
-                    store,
-                    config,
-                    keys,
-                }
+                let engine = Engine::with_shared_store(store.clone(), config, keys);
+                Mode::InTx { store, engine }
             }
         };
         Ok(Self {
@@ -234,12 +228,8 @@ impl<B: Broker> Consumer<B> {
                         Ok(()) = crash_rx => None,
                     }
                 }
-                Mode::InTx {
-                    store,
-                    config,
-                    keys,
-                } => {
-                    let run = self.in_tx(&**store, config, keys, &delivery, fault, crash_tx);
+                Mode::InTx { store, engine } => {
+                    let run = self.in_tx(&**store, engine, &delivery, fault, crash_tx);
                     tokio::select! {
                         // Looked at first, so a crash asked for by the handler is taken before
                         // the store's future is polled again.
@@ -272,30 +262,34 @@ impl<B: Broker> Consumer<B> {
         }
     }
 
-    /// The run of one delivery in the business transaction: keyed and fingerprinted as the
-    /// engine keys them, so both paths share one record per order.
+    /// The run of one delivery in the business transaction, keyed and fingerprinted by the
+    /// engine, so both paths share one record per order.
     fn in_tx<'a>(
         &self,
         store: &'a dyn InTx,
-        config: &'a EngineConfig,
-        keys: &KeyStrategy<B::Delivery>,
+        engine: &'a Engine<B::Delivery>,
         delivery: &B::Delivery,
         fault: Fault,
         crash: oneshot::Sender<()>,
     ) -> impl std::future::Future<Output = Result<Outcome<HandlerError>, EngineError>> + 'a {
-        let prepared = keys.key_of(delivery).and_then(|key| {
+        let prepared = engine.identify(delivery).and_then(|(key, fingerprint)| {
             let order = Order::decode(delivery.payload())
                 .map_err(|e| KeyError::Extractor(e.to_string()))?;
-            Ok((key, order))
+            Ok((key.key, fingerprint, order))
         });
-        let fingerprint = config
-            .fingerprint
-            .then(|| Fingerprint::of(delivery.payload()));
         let topic = self.topic.clone();
         async move {
-            let (key, order) = prepared.map_err(EngineError::Key)?;
+            let (key, fingerprint, order) = prepared?;
             store
-                .reduce_stock(config, key, fingerprint, topic, order, fault, crash)
+                .reduce_stock(
+                    engine.config(),
+                    key,
+                    fingerprint,
+                    topic,
+                    order,
+                    fault,
+                    crash,
+                )
                 .await
         }
     }

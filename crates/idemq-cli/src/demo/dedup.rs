@@ -98,7 +98,7 @@ pub type TxFuture<'a> =
 ///
 /// Implemented for every [`TransactionalStore`] whose connection the handler can write
 /// through, so the consumer holds one `Arc<dyn InTx>` whatever the database.
-pub trait InTx: Send + Sync {
+pub trait InTx: Store {
     /// Runs the handler for `order` in the store's transaction
     /// ([`TransactionalStore::run_in_tx`]), with `fault` injected: on a crash the handler
     /// sends on `crash` once its writes are done and the consumer drops this future before
