@@ -12,6 +12,10 @@
 //! the bench process (Linux): on a loaded machine the wall-clock rates vary, those costs much
 //! less, and one core divided by the server's is what it could do alone.
 //!
+//! The batch path also measures a floor: the two bare commands a message needs at the least
+//! (a create and a read-and-write that moves the expiry), in scripts that take no decision.
+//! No store that keeps one Redis key per record can beat it.
+//!
 //! The engine runs with the heartbeat off (`EngineConfig::heartbeat(None)`): it only adds a
 //! timer per message, and a handler this short never reaches it.
 
@@ -36,6 +40,24 @@ const RETENTION: Duration = Duration::from_secs(60);
 const PREFIX: &str = "idemq-bench";
 const PAYLOAD: &[u8] = b"reduce stock of item 42 by 1";
 const BATCH: usize = 100;
+
+/// The floor under any claim: one `SET NX PXAT GET` a key, writing a value the size of a new
+/// record (83 bytes), with no decision taken on the reply.
+const FLOOR_CLAIM: &str = "
+local t = redis.call('TIME')
+local px = string.format('%.0f', t[1] * 1000 + ARGV[1])
+local v = string.rep('c', 83)
+for _, key in ipairs(KEYS) do redis.call('SET', key, v, 'NX', 'PXAT', px, 'GET') end
+return string.rep('N', #KEYS)";
+
+/// The floor under any completion: one read-and-write a key that also moves the expiry
+/// (`SET XX PXAT GET`), again with no decision taken.
+const FLOOR_COMPLETE: &str = "
+local t = redis.call('TIME')
+local px = string.format('%.0f', t[1] * 1000 + ARGV[1])
+local v = string.rep('d', 83)
+for _, key in ipairs(KEYS) do redis.call('SET', key, v, 'XX', 'PXAT', px, 'GET') end
+return string.rep('1', #KEYS)";
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -118,6 +140,8 @@ struct Raw {
     conn: ConnectionManager,
     claim: Script,
     complete: Script,
+    floor_claim: Script,
+    floor_complete: Script,
     fingerprint: [u8; 32],
     lease: String,
     retention: String,
@@ -140,6 +164,14 @@ impl Raw {
             cmd.arg(*a);
         }
         cmd.query_async(&mut self.conn.clone()).await.unwrap()
+    }
+
+    /// The two bare commands a key (`FLOOR_CLAIM`, `FLOOR_COMPLETE`), a script call each: what
+    /// Redis itself costs, with none of the store's checks.
+    async fn floor(&self, keys: &[String]) {
+        let args: [&[u8]; 1] = [self.retention.as_bytes()];
+        self.eval(&self.floor_claim, keys, &args).await;
+        self.eval(&self.floor_complete, keys, &args).await;
     }
 
     /// Claims and completes `keys` (all new) with one script call each.
@@ -216,6 +248,8 @@ async fn main() {
         conn,
         claim: Script::new(include_str!("../src/lua/claim.lua")),
         complete: Script::new(include_str!("../src/lua/complete.lua")),
+        floor_claim: Script::new(FLOOR_CLAIM),
+        floor_complete: Script::new(FLOOR_COMPLETE),
         fingerprint: Fingerprint::of(PAYLOAD).0,
         lease: LEASE.as_millis().to_string(),
         retention: RETENTION.as_millis().to_string(),
@@ -237,7 +271,12 @@ async fn main() {
 
     // Warm up: scripts loaded, connections open, allocator warm.
     {
-        for script in [&raw.claim, &raw.complete] {
+        for script in [
+            &raw.claim,
+            &raw.complete,
+            &raw.floor_claim,
+            &raw.floor_complete,
+        ] {
             let _: String = script.load_async(&mut raw.conn.clone()).await.unwrap();
         }
         let s = scope();
@@ -348,11 +387,27 @@ async fn main() {
     // Computed once, as the raw baseline's is: this compares the store with raw calls, not
     // SHA-256 with nothing.
     let fingerprint = Fingerprint::of(PAYLOAD);
-    let (mut raw_batch, mut store_batch) = (vec![], vec![]);
-    for step in 0..2 * rounds {
+    let (mut floor_batch, mut raw_batch, mut store_batch) = (vec![], vec![], vec![]);
+    for step in 0..3 * rounds {
         let s = scope();
         made.push((s.clone(), batch_tasks, per_batch_task * BATCH));
-        if (step + step / 2) % 2 == 0 {
+        let variant = (step + step / 3) % 3;
+        if variant == 2 {
+            floor_batch.push(
+                measure(&admin, batch_total, batch_tasks, |t| {
+                    let (raw, s) = (raw.clone(), s.clone());
+                    async move {
+                        for b in 0..per_batch_task {
+                            let keys: Vec<String> = (0..BATCH)
+                                .map(|i| Raw::key(&s, &name(t, b * BATCH + i)))
+                                .collect();
+                            raw.floor(&keys).await;
+                        }
+                    }
+                })
+                .await,
+            );
+        } else if variant == 0 {
             raw_batch.push(
                 measure(&admin, batch_total, batch_tasks, |t| {
                     let (raw, s) = (raw.clone(), s.clone());
@@ -412,6 +467,11 @@ async fn main() {
     let r = report("raw EVALSHA claim x100 + EVALSHA complete x100", &raw_batch);
     let b = report("claim_batch(100) + complete_batch(100)", &store_batch);
     println!("  ratio store/raw: {:.3}", b / r);
+    let f = report("floor: bare SET NX GET + SET XX GET x100", &floor_batch);
+    println!(
+        "  ratio store/floor: {:.3} (the floor has no store logic at all)",
+        b / f
+    );
 
     cleaning.run(&admin, &mut made).await;
     if cleaning.on {
