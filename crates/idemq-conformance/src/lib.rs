@@ -38,6 +38,7 @@ macro_rules! store_conformance {
             other_payload_under_a_used_key_conflicts,
             concurrent_claims_acquire_each_key_once,
             batch_claim_answers_like_single_claims,
+            batch_get_answers_like_single_gets,
             records_expire_after_their_retention,
             awkward_keys_round_trip,
             large_results_round_trip,

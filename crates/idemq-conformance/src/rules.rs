@@ -473,6 +473,41 @@ pub async fn batch_claim_answers_like_single_claims<S: Store>(store: Arc<S>) {
     assert!(store.claim_batch(&[]).await.unwrap().is_empty());
 }
 
+/// `get_batch` answers each key as `get` would, in order, missing keys included.
+pub async fn batch_get_answers_like_single_gets<S: Store>(store: Arc<S>) {
+    let scope = fresh_scope();
+    let lease = Duration::from_secs(60);
+    let (done, busy) = (key(&scope, "done"), key(&scope, "busy"));
+    let t = token_of(
+        &store
+            .claim(&request(done.clone(), b"d", lease))
+            .await
+            .unwrap(),
+    );
+    store.complete(&done, t, Some(b"r"), lease).await.unwrap();
+    store
+        .claim(&request(busy.clone(), b"b", lease))
+        .await
+        .unwrap();
+    let keys = vec![
+        key(&scope, "missing"),
+        done.clone(),
+        busy.clone(),
+        done.clone(),
+    ];
+    let got = store.get_batch(&keys).await.unwrap();
+    assert_eq!(got.len(), keys.len());
+    assert!(got[0].is_none(), "{got:?}");
+    for (k, g) in keys.iter().zip(&got).skip(1) {
+        assert_eq!(g, &store.get(k).await.unwrap(), "{k}");
+    }
+    let consumed = got[1].as_ref().unwrap();
+    assert_eq!(consumed.state, State::Consumed);
+    assert_eq!(consumed.result.as_deref(), Some(&b"r"[..]));
+    assert_eq!(got[2].as_ref().unwrap().state, State::Consuming);
+    assert!(store.get_batch(&[]).await.unwrap().is_empty());
+}
+
 /// Records are forgotten after their retention: the key is new again.
 pub async fn records_expire_after_their_retention<S: Store>(store: Arc<S>) {
     let scope = fresh_scope();

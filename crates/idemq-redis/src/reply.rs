@@ -7,6 +7,8 @@ use bytes::Bytes;
 use idemq_core::{Claim, FencingToken, Fingerprint, Record, State, StoreError};
 use redis::Value;
 
+use crate::conn::{as_array, store_error};
+
 fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt(what.into())
 }
@@ -134,12 +136,22 @@ pub(crate) fn flags(v: Value, expected: usize) -> Result<Vec<bool>, StoreError> 
         .collect()
 }
 
-/// Reads the get script's answer: a record as stored, or nil.
-pub(crate) fn record(v: Value) -> Result<Option<Record>, StoreError> {
-    if matches!(v, Value::Nil) {
-        return Ok(None);
+/// Reads the get script's answer: an entry per key, each a record as stored or nil.
+pub(crate) fn records(v: Value, expected: usize) -> Result<Vec<Option<Record>>, StoreError> {
+    let entries = as_array(v).map_err(store_error)?;
+    if entries.len() != expected {
+        return Err(corrupt(format!(
+            "{} records for {expected} keys",
+            entries.len()
+        )));
     }
-    decode(&blob(v)?).map(Some)
+    entries
+        .into_iter()
+        .map(|v| match v {
+            Value::Nil => Ok(None),
+            v => decode(&blob(v)?).map(Some),
+        })
+        .collect()
 }
 
 /// Decodes a stored record (the layout in `store.rs`).

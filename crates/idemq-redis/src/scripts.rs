@@ -16,7 +16,7 @@ pub(crate) static RELEASE: LazyLock<Script> =
 /// Extends one lease.
 pub(crate) static EXTEND: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/extend.lua")));
-/// Reads one live record.
+/// Reads live records.
 pub(crate) static GET: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/get.lua")));
 /// Counts live records by state.

@@ -526,7 +526,35 @@ impl Store for RedisStore {
     async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
         let mut cmd = scripts::evalsha(&scripts::GET, 1);
         cmd.arg(self.layout.key(key));
-        reply::record(self.eval_one(&scripts::GET, &cmd).await?)
+        let answer = self.eval_one(&scripts::GET, &cmd).await?;
+        Ok(reply::records(answer, 1)?.pop().flatten())
+    }
+
+    async fn get_batch(&self, keys: &[RecordKey]) -> Result<Vec<Option<Record>>, StoreError> {
+        let names: Vec<Vec<u8>> = keys.iter().map(|k| self.layout.key(k).into()).collect();
+        let groups = group_by(keys.iter().enumerate().map(|(i, k)| (i, self.slot(k), ())));
+        let cmds = groups
+            .iter()
+            .map(|(slot, idx)| {
+                let mut cmd = scripts::evalsha(&scripts::GET, idx.len());
+                for &i in idx {
+                    cmd.arg(&names[i][..]);
+                }
+                (*slot, cmd)
+            })
+            .collect();
+        let answers = self
+            .conn
+            .run_many(Some(&scripts::GET), cmds)
+            .await
+            .map_err(store_error)?;
+        let mut out: Vec<Option<Record>> = vec![None; keys.len()];
+        for ((_, idx), answer) in groups.iter().zip(answers) {
+            for (&i, r) in idx.iter().zip(reply::records(answer, idx.len())?) {
+                out[i] = r;
+            }
+        }
+        Ok(out)
     }
 
     async fn purge(&self, scope: &Scope) -> Result<u64, StoreError> {

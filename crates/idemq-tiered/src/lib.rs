@@ -16,12 +16,14 @@
 //! before, so acknowledging its duplicate is safe).
 #![warn(missing_docs)]
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use idemq_core::adapter::HandlerFuture;
 use idemq_core::store::{ScopeStats, StoreError, TransactionalStore};
-use idemq_core::time::now_ms;
+use idemq_core::time::{now_ms, UnixMillis};
 use idemq_core::{Claim, ClaimRequest, FencingToken, Record, RecordKey, Scope, State, Store};
 use idemq_core::{EngineConfig, EngineError, Fingerprint, HandlerOutput, IdempotencyKey, Outcome};
 use metrics::counter;
@@ -30,17 +32,34 @@ use tracing::debug;
 /// Counter: claims answered by the cache, by `result` (`hit`, `miss`, `error`).
 pub const CACHE_LOOKUPS: &str = "idemq_tiered_cache_lookups_total";
 
+/// How many claims in flight [`TieredStore`] remembers the fingerprint of.
+const PENDING_CAP: usize = 65_536;
+
 /// A cache store in front of a durable store.
 #[derive(Debug)]
 pub struct TieredStore<C, D> {
     cache: C,
     durable: D,
+    /// The fingerprint of each fresh claim this store made and has not completed yet, so
+    /// `complete` can copy it into the cache without reading the durable record back.
+    pending: Mutex<HashMap<(RecordKey, FencingToken), Pending>>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    fingerprint: Option<Fingerprint>,
+    /// Past its lease, an entry may be dropped to make room (its owner was likely lost).
+    lease_until: UnixMillis,
 }
 
 impl<C: Store, D: Store> TieredStore<C, D> {
     /// Puts `cache` in front of `durable`.
     pub fn new(cache: C, durable: D) -> Self {
-        Self { cache, durable }
+        Self {
+            cache,
+            durable,
+            pending: Mutex::default(),
+        }
     }
 
     /// The cache tier.
@@ -72,23 +91,56 @@ impl<C: Store, D: Store> TieredStore<C, D> {
     }
 
     async fn cached(&self, req: &ClaimRequest) -> Option<Claim> {
-        let found = match self.cache.get(&req.key).await {
-            Ok(found) => found,
+        match self.cache.get(&req.key).await {
+            Ok(found) => hit(req, found),
             Err(e) => {
-                counter!(CACHE_LOOKUPS, "result" => "error").increment(1);
-                debug!(error = %e, "cache lookup failed; asking the durable store");
-                return None;
+                lookup_failed(&e, 1);
+                None
             }
+        }
+    }
+
+    /// Asks the cache about every request in one call; a failed call is a miss for all.
+    async fn cached_batch(&self, reqs: &[ClaimRequest]) -> Vec<Option<Claim>> {
+        let keys: Vec<RecordKey> = reqs.iter().map(|r| r.key.clone()).collect();
+        match self.cache.get_batch(&keys).await {
+            Ok(found) => reqs.iter().zip(found).map(|(r, f)| hit(r, f)).collect(),
+            Err(e) => {
+                lookup_failed(&e, reqs.len());
+                vec![None; reqs.len()]
+            }
+        }
+    }
+
+    /// Notes the fingerprint of a fresh claim (attempt 1: the record holds the request's
+    /// fingerprint) for `complete`.
+    fn note(&self, req: &ClaimRequest, claim: &Claim) {
+        let Claim::Acquired {
+            token, attempt: 1, ..
+        } = claim
+        else {
+            return;
         };
-        let hit = found.filter(|r| r.state == State::Consumed).map(|r| {
-            match (r.fingerprint, req.fingerprint) {
-                (Some(have), Some(want)) if have != want => Claim::Conflict,
-                _ => Claim::Done { result: r.result },
+        let now = now_ms();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() >= PENDING_CAP {
+            pending.retain(|_, p| p.lease_until > now);
+            if pending.len() >= PENDING_CAP {
+                return;
             }
-        });
-        let label = if hit.is_some() { "hit" } else { "miss" };
-        counter!(CACHE_LOOKUPS, "result" => label).increment(1);
-        hit
+        }
+        pending.insert(
+            (req.key.clone(), *token),
+            Pending {
+                fingerprint: req.fingerprint,
+                lease_until: now + req.lease.as_millis() as UnixMillis,
+            },
+        );
+    }
+
+    fn take_pending(&self, key: &RecordKey, token: FencingToken) -> Option<Pending> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.remove(&(key.clone(), token))
     }
 
     async fn decided(&self, req: &ClaimRequest, claim: Claim) -> Claim {
@@ -107,6 +159,24 @@ impl<C: Store, D: Store> TieredStore<C, D> {
         }
         claim
     }
+}
+
+/// The cache's answer for `req`, given the record it holds: only a consumed record counts.
+fn hit(req: &ClaimRequest, found: Option<Record>) -> Option<Claim> {
+    let hit = found.filter(|r| r.state == State::Consumed).map(|r| {
+        match (r.fingerprint, req.fingerprint) {
+            (Some(have), Some(want)) if have != want => Claim::Conflict,
+            _ => Claim::Done { result: r.result },
+        }
+    });
+    let label = if hit.is_some() { "hit" } else { "miss" };
+    counter!(CACHE_LOOKUPS, "result" => label).increment(1);
+    hit
+}
+
+fn lookup_failed(e: &StoreError, lookups: usize) {
+    counter!(CACHE_LOOKUPS, "result" => "error").increment(lookups as u64);
+    debug!(error = %e, "cache lookup failed; asking the durable store");
 }
 
 /// With a SQL store behind it, the dedup row commits in the business transaction and only
@@ -154,14 +224,12 @@ impl<C: Store, D: Store> Store for TieredStore<C, D> {
             return Ok(hit);
         }
         let claim = self.durable.claim(req).await?;
+        self.note(req, &claim);
         Ok(self.decided(req, claim).await)
     }
 
     async fn claim_batch(&self, reqs: &[ClaimRequest]) -> Result<Vec<Claim>, StoreError> {
-        let mut out: Vec<Option<Claim>> = Vec::with_capacity(reqs.len());
-        for r in reqs {
-            out.push(self.cached(r).await);
-        }
+        let out = self.cached_batch(reqs).await;
         let misses: Vec<ClaimRequest> = reqs
             .iter()
             .zip(&out)
@@ -177,6 +245,7 @@ impl<C: Store, D: Store> Store for TieredStore<C, D> {
                     let claim = decided.next().ok_or_else(|| {
                         StoreError::Corrupt("durable store answered too few claims".into())
                     })?;
+                    self.note(req, &claim);
                     self.decided(req, claim).await
                 }
             };
@@ -192,14 +261,19 @@ impl<C: Store, D: Store> Store for TieredStore<C, D> {
         result: Option<&[u8]>,
         retention: Duration,
     ) -> Result<(), StoreError> {
+        let noted = self.take_pending(key, token);
         self.durable.complete(key, token, result, retention).await?;
-        let fingerprint = self
-            .durable
-            .get(key)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|r| r.fingerprint);
+        let fingerprint = match noted {
+            Some(p) => p.fingerprint,
+            // Claimed through another store, or a takeover: the durable record knows.
+            None => self
+                .durable
+                .get(key)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.fingerprint),
+        };
         let req = ClaimRequest {
             key: key.clone(),
             fingerprint,
@@ -211,6 +285,7 @@ impl<C: Store, D: Store> Store for TieredStore<C, D> {
     }
 
     async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+        self.take_pending(key, token);
         self.durable.release(key, token).await
     }
 
@@ -225,6 +300,10 @@ impl<C: Store, D: Store> Store for TieredStore<C, D> {
 
     async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
         self.durable.get(key).await
+    }
+
+    async fn get_batch(&self, keys: &[RecordKey]) -> Result<Vec<Option<Record>>, StoreError> {
+        self.durable.get_batch(keys).await
     }
 
     async fn purge(&self, scope: &Scope) -> Result<u64, StoreError> {

@@ -1,10 +1,15 @@
 //! The tiering rules over two in-memory stores.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use idemq_conformance::Unreachable;
-use idemq_core::store::MemoryStore;
-use idemq_core::{Claim, ClaimRequest, Fingerprint, IdempotencyKey, RecordKey, Scope, Store};
+use idemq_core::store::{MemoryStore, ScopeStats, StoreError};
+use idemq_core::time::UnixMillis;
+use idemq_core::{
+    Claim, ClaimRequest, FencingToken, Fingerprint, IdempotencyKey, Record, RecordKey, Scope, Store,
+};
 use idemq_tiered::TieredStore;
 
 idemq_conformance::store_conformance! {
@@ -55,4 +60,127 @@ async fn completion_is_remembered_by_the_cache_and_a_cold_cache_refills() {
     let again = store.claim(&r).await.unwrap();
     assert!(matches!(again, Claim::Done { .. }), "{again:?}");
     assert_eq!(store.cache().len(), 1);
+}
+
+/// A memory store that counts its reads, to see which calls the tiered store makes.
+#[derive(Default)]
+struct Counted {
+    inner: MemoryStore,
+    gets: AtomicUsize,
+    batch_gets: AtomicUsize,
+}
+
+impl Counted {
+    fn gets(&self) -> usize {
+        self.gets.load(Ordering::SeqCst)
+    }
+    fn batch_gets(&self) -> usize {
+        self.batch_gets.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Store for Counted {
+    async fn claim(&self, req: &ClaimRequest) -> Result<Claim, StoreError> {
+        self.inner.claim(req).await
+    }
+    async fn complete(
+        &self,
+        key: &RecordKey,
+        token: FencingToken,
+        result: Option<&[u8]>,
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        self.inner.complete(key, token, result, retention).await
+    }
+    async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
+        self.inner.release(key, token).await
+    }
+    async fn extend(
+        &self,
+        key: &RecordKey,
+        token: FencingToken,
+        lease: Duration,
+    ) -> Result<UnixMillis, StoreError> {
+        self.inner.extend(key, token, lease).await
+    }
+    async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn get_batch(&self, keys: &[RecordKey]) -> Result<Vec<Option<Record>>, StoreError> {
+        self.batch_gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_batch(keys).await
+    }
+    async fn purge(&self, scope: &Scope) -> Result<u64, StoreError> {
+        self.inner.purge(scope).await
+    }
+    async fn stats(&self, scope: &Scope) -> Result<ScopeStats, StoreError> {
+        self.inner.stats(scope).await
+    }
+}
+
+fn token(claim: Claim) -> FencingToken {
+    match claim {
+        Claim::Acquired { token, .. } => token,
+        other => panic!("expected Acquired, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn completing_a_fresh_claim_does_not_read_the_durable_record_back() {
+    let store = TieredStore::new(MemoryStore::new(), Counted::default());
+    let r = req("fresh");
+    let t = token(store.claim(&r).await.unwrap());
+    store.complete(&r.key, t, None, r.retention).await.unwrap();
+    assert_eq!(store.durable().gets(), 0);
+    // The cache holds the claim's fingerprint: another payload is a conflict there.
+    let cached = store.cache().get(&r.key).await.unwrap().unwrap();
+    assert_eq!(cached.fingerprint, Some(Fingerprint::of(b"p")));
+    let other = ClaimRequest {
+        fingerprint: Some(Fingerprint::of(b"other")),
+        ..r.clone()
+    };
+    assert_eq!(store.claim(&other).await.unwrap(), Claim::Conflict);
+}
+
+#[tokio::test]
+async fn completing_a_retried_claim_copies_the_durable_fingerprint() {
+    let store = TieredStore::new(MemoryStore::new(), Counted::default());
+    let first = req("retried");
+    let t = token(store.claim(&first).await.unwrap());
+    store.release(&first.key, t).await.unwrap();
+    // The retry carries no fingerprint; the record keeps the first one.
+    let retry = ClaimRequest {
+        fingerprint: None,
+        ..first.clone()
+    };
+    let t = token(store.claim(&retry).await.unwrap());
+    store
+        .complete(&retry.key, t, None, retry.retention)
+        .await
+        .unwrap();
+    assert_eq!(store.durable().gets(), 1);
+    let cached = store.cache().get(&first.key).await.unwrap().unwrap();
+    assert_eq!(cached.fingerprint, Some(Fingerprint::of(b"p")));
+}
+
+#[tokio::test]
+async fn a_batch_claim_asks_the_cache_once() {
+    let store = TieredStore::new(Counted::default(), MemoryStore::new());
+    let reqs: Vec<ClaimRequest> = (0..5).map(|i| req(&format!("b{i}"))).collect();
+    for r in &reqs[..3] {
+        let t = token(store.claim(r).await.unwrap());
+        store.complete(&r.key, t, None, r.retention).await.unwrap();
+    }
+    let (gets, batch_gets) = (store.cache().gets(), store.cache().batch_gets());
+    let claims = store.claim_batch(&reqs).await.unwrap();
+    assert_eq!(store.cache().batch_gets(), batch_gets + 1);
+    assert_eq!(store.cache().gets(), gets);
+    for c in &claims[..3] {
+        assert_eq!(c, &Claim::Done { result: None });
+    }
+    for c in &claims[3..] {
+        assert!(matches!(c, Claim::Acquired { attempt: 1, .. }), "{c:?}");
+    }
 }

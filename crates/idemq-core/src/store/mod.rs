@@ -105,6 +105,16 @@ pub trait Store: Send + Sync + 'static {
     /// Reads a record, for inspection and tests; expired records read as `None`.
     async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError>;
 
+    /// Reads many records in one round trip where the backend allows it. Answers in order,
+    /// as `get` would for each key.
+    async fn get_batch(&self, keys: &[RecordKey]) -> Result<Vec<Option<Record>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(k).await?);
+        }
+        Ok(out)
+    }
+
     /// Deletes every record of a scope; returns how many were deleted.
     async fn purge(&self, scope: &Scope) -> Result<u64, StoreError>;
 
@@ -142,6 +152,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     async fn get(&self, key: &RecordKey) -> Result<Option<Record>, StoreError> {
         (**self).get(key).await
+    }
+    async fn get_batch(&self, keys: &[RecordKey]) -> Result<Vec<Option<Record>>, StoreError> {
+        (**self).get_batch(keys).await
     }
     async fn purge(&self, scope: &Scope) -> Result<u64, StoreError> {
         (**self).purge(scope).await
