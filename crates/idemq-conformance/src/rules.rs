@@ -422,15 +422,14 @@ pub async fn concurrent_claims_acquire_each_key_once<S: Store>(store: Arc<S>) {
     );
 }
 
-/// `claim_batch` answers each key as `claim` would, in order.
-pub async fn batch_claim_answers_like_single_claims<S: Store>(store: Arc<S>) {
-    let scope = fresh_scope();
-    let lease = Duration::from_secs(60);
-    let (done, busy, clash) = (
-        key(&scope, "done"),
-        key(&scope, "busy"),
-        key(&scope, "clash"),
-    );
+/// Two keys for the batch rules: `done` consumed with result `r` (payload `d`), and `busy`
+/// still being consumed (payload `b`).
+async fn done_and_busy<S: Store>(
+    store: &S,
+    scope: &Scope,
+    lease: Duration,
+) -> (RecordKey, RecordKey) {
+    let (done, busy) = (key(scope, "done"), key(scope, "busy"));
     let t = token_of(
         &store
             .claim(&request(done.clone(), b"d", lease))
@@ -442,6 +441,15 @@ pub async fn batch_claim_answers_like_single_claims<S: Store>(store: Arc<S>) {
         .claim(&request(busy.clone(), b"b", lease))
         .await
         .unwrap();
+    (done, busy)
+}
+
+/// `claim_batch` answers each key as `claim` would, in order.
+pub async fn batch_claim_answers_like_single_claims<S: Store>(store: Arc<S>) {
+    let scope = fresh_scope();
+    let lease = Duration::from_secs(60);
+    let (done, busy) = done_and_busy(&*store, &scope, lease).await;
+    let clash = key(&scope, "clash");
     store
         .claim(&request(clash.clone(), b"c", lease))
         .await
@@ -476,19 +484,7 @@ pub async fn batch_claim_answers_like_single_claims<S: Store>(store: Arc<S>) {
 /// `get_batch` answers each key as `get` would, in order, missing keys included.
 pub async fn batch_get_answers_like_single_gets<S: Store>(store: Arc<S>) {
     let scope = fresh_scope();
-    let lease = Duration::from_secs(60);
-    let (done, busy) = (key(&scope, "done"), key(&scope, "busy"));
-    let t = token_of(
-        &store
-            .claim(&request(done.clone(), b"d", lease))
-            .await
-            .unwrap(),
-    );
-    store.complete(&done, t, Some(b"r"), lease).await.unwrap();
-    store
-        .claim(&request(busy.clone(), b"b", lease))
-        .await
-        .unwrap();
+    let (done, busy) = done_and_busy(&*store, &scope, Duration::from_secs(60)).await;
     let keys = vec![
         key(&scope, "missing"),
         done.clone(),

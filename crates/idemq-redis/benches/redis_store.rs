@@ -392,36 +392,30 @@ async fn main() {
         let s = scope();
         made.push((s.clone(), batch_tasks, per_batch_task * BATCH));
         let variant = (step + step / 3) % 3;
-        if variant == 2 {
-            floor_batch.push(
-                measure(&admin, batch_total, batch_tasks, |t| {
-                    let (raw, s) = (raw.clone(), s.clone());
-                    async move {
-                        for b in 0..per_batch_task {
-                            let keys: Vec<String> = (0..BATCH)
-                                .map(|i| Raw::key(&s, &name(t, b * BATCH + i)))
-                                .collect();
+        if variant != 1 {
+            // The bare floor or the raw scripts: the same keys, one call pair a batch.
+            let floor = variant == 2;
+            let rate = measure(&admin, batch_total, batch_tasks, |t| {
+                let (raw, s) = (raw.clone(), s.clone());
+                async move {
+                    for b in 0..per_batch_task {
+                        let keys: Vec<String> = (0..BATCH)
+                            .map(|i| Raw::key(&s, &name(t, b * BATCH + i)))
+                            .collect();
+                        if floor {
                             raw.floor(&keys).await;
-                        }
-                    }
-                })
-                .await,
-            );
-        } else if variant == 0 {
-            raw_batch.push(
-                measure(&admin, batch_total, batch_tasks, |t| {
-                    let (raw, s) = (raw.clone(), s.clone());
-                    async move {
-                        for b in 0..per_batch_task {
-                            let keys: Vec<String> = (0..BATCH)
-                                .map(|i| Raw::key(&s, &name(t, b * BATCH + i)))
-                                .collect();
+                        } else {
                             raw.claim_complete(&keys).await;
                         }
                     }
-                })
-                .await,
-            );
+                }
+            })
+            .await;
+            if floor {
+                floor_batch.push(rate);
+            } else {
+                raw_batch.push(rate);
+            }
         } else {
             store_batch.push(
                 measure(&admin, batch_total, batch_tasks, |t| {
