@@ -29,6 +29,8 @@ use crate::topology::{short, Topology};
 /// queue; a failed handler to its retry tier; poison and exhausted messages to the DLQ.
 /// When the connection drops, the consumer reconnects with exponential backoff and
 /// resumes; the broker redelivers what was unacked and the engine keeps each effect single.
+/// Before reconnecting (and on shutdown) it waits for the handlers still running, up to the
+/// [drain timeout](Consumer::drain_timeout), and aborts those that outlast it.
 ///
 /// ```no_run
 /// # use idemq_core::{Engine, EngineConfig, KeyStrategy, Scope, store::MemoryStore};
@@ -60,6 +62,7 @@ pub struct Consumer {
     concurrency: usize,
     reconnect_min: Duration,
     reconnect_max: Duration,
+    drain_timeout: Duration,
     declare: bool,
     name: String,
 }
@@ -81,6 +84,10 @@ impl Consumer {
             concurrency: 8,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),
+            // Long enough for an ordinary handler to finish its write after the connection
+            // drops (so its redelivered copy is a cheap duplicate), short enough that a stuck
+            // one keeps the consumer off the broker for seconds, not forever.
+            drain_timeout: Duration::from_secs(30),
             declare: true,
             name,
         }
@@ -103,6 +110,15 @@ impl Consumer {
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.reconnect_min = min;
         self.reconnect_max = max.max(min);
+        self
+    }
+
+    /// How long to wait, once a session ends (connection lost or [`ConsumerHandle::shutdown`]),
+    /// for its handlers still running to finish (default 30 s). Those still running after it
+    /// are aborted and counted in [`Stats::abandoned`]; their messages are redelivered, and
+    /// the engine does not run them again until the abandoned claims' leases run out.
+    pub fn drain_timeout(mut self, grace: Duration) -> Self {
+        self.drain_timeout = grace;
         self
     }
 
@@ -151,8 +167,25 @@ impl Consumer {
             let opened = shared.stats.sessions.get();
             let ended = self.session(&handler, &shared, &mut stop, &mut tasks).await;
             // Let the session's handlers settle (or fail to, on a dead channel) before its
-            // connection goes, so their deliveries are not held twice.
-            drain(&mut tasks).await;
+            // connection goes, so their deliveries are not held twice; but only for so long,
+            // or one hung handler would keep the consumer from ever reconnecting.
+            let abandoned = drain(&mut tasks, self.drain_timeout).await;
+            if abandoned > 0 {
+                // Safe to walk away from: an aborted handler's claim stays CONSUMING (its
+                // heartbeat stopped with it) until the lease runs out, so a redelivered copy
+                // meanwhile is "in progress" and goes to the delay queue, to be taken over
+                // with a new fencing token after the lease, never run alongside it (a claim
+                // made inside a business transaction is rolled back with it instead). Its own
+                // delivery was never acked, so the broker requeues it when this connection
+                // closes (or already did, if the connection died).
+                shared.stats.abandoned.add(abandoned as u64);
+                warn!(
+                    abandoned,
+                    drain_timeout = ?self.drain_timeout,
+                    queue = self.topology.queue(),
+                    "handlers still running after the drain timeout were aborted"
+                );
+            }
             shared.close("session ended").await;
             match ended {
                 Ok(()) => return Ok(()),
@@ -217,8 +250,15 @@ impl Consumer {
                         None => return Err(AmqpError::Cancelled),
                     };
                     while tasks.len() >= self.concurrency {
-                        if let Some(joined) = tasks.join_next().await {
-                            check(joined)?;
+                        tokio::select! {
+                            // Handlers that never return must not keep a stop from reaching
+                            // the bounded drain; this delivery, unacked, is requeued.
+                            _ = stopped(stop) => {
+                                let cancel = BasicCancelOptions::default();
+                                let _ = channel.basic_cancel(tag, cancel).await;
+                                return Ok(());
+                            }
+                            Some(joined) = tasks.join_next() => check(joined)?,
                         }
                     }
                     let delivery = AmqpDelivery::new(delivery, settler.clone());
@@ -280,12 +320,23 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-async fn drain(tasks: &mut JoinSet<()>) {
-    while let Some(joined) = tasks.join_next().await {
-        if check(joined).is_err() {
-            warn!("a handler panicked");
+/// Waits up to `grace` for the running handlers, then aborts the rest; returns how many
+/// were aborted.
+async fn drain(tasks: &mut JoinSet<()>, grace: Duration) -> usize {
+    let settled = tokio::time::timeout(grace, async {
+        while let Some(joined) = tasks.join_next().await {
+            if check(joined).is_err() {
+                warn!("a handler panicked");
+            }
         }
+    })
+    .await;
+    if settled.is_ok() {
+        return 0;
     }
+    let abandoned = tasks.len();
+    tasks.shutdown().await;
+    abandoned
 }
 
 async fn handle<H: Handler>(
@@ -371,7 +422,8 @@ impl ConsumerHandle {
         }
     }
 
-    /// Stops taking deliveries, lets running handlers settle, and closes the connection.
+    /// Stops taking deliveries, lets running handlers settle (for up to the
+    /// [drain timeout](Consumer::drain_timeout), then aborts them), and closes the connection.
     pub async fn shutdown(self) -> Result<(), AmqpError> {
         self.stop.send_replace(true);
         match self.task.await {

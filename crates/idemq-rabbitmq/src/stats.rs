@@ -8,7 +8,11 @@ pub struct Counter(AtomicU64);
 
 impl Counter {
     pub(crate) fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.add(1);
+    }
+
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The current count.
@@ -33,4 +37,8 @@ pub struct Stats {
     pub dead_lettered: Counter,
     /// Deliveries that could not be settled (the channel died); the broker redelivers them.
     pub unsettled: Counter,
+    /// Handlers still running when their session ended and the
+    /// [drain timeout](crate::Consumer::drain_timeout) ran out, aborted; the broker redelivers
+    /// their messages.
+    pub abandoned: Counter,
 }

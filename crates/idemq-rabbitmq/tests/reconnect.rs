@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,39 +11,6 @@ use common::*;
 use idemq_core::Message as _;
 use idemq_rabbitmq::{AmqpDelivery, Consumer, ConsumerHandle, Outgoing, Publisher};
 use tokio::sync::{mpsc, Semaphore};
-
-/// Closes a connection from the server side, found by its connection name.
-async fn close_from_server(name: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = Command::new("rabbitmqctl")
-            .args(["-q", "list_connections", "pid", "client_properties"])
-            .output()
-            .expect("rabbitmqctl must be installed next to RabbitMQ for this test");
-        assert!(
-            out.status.success(),
-            "rabbitmqctl list_connections failed: {out:?}"
-        );
-        let listing = String::from_utf8_lossy(&out.stdout);
-        if let Some(line) = listing.lines().find(|l| l.contains(name)) {
-            let pid = line.split('\t').next().unwrap();
-            let closed = Command::new("rabbitmqctl")
-                .args(["-q", "close_connection", pid, "idemq reconnect test"])
-                .status()
-                .unwrap();
-            assert!(
-                closed.success(),
-                "rabbitmqctl close_connection {pid} failed"
-            );
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "connection {name} never listed by rabbitmqctl"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// A consumer that counts effects per key; a handler for a key starting with `hold` reports
 /// that it started and waits for a permit on `gate`.

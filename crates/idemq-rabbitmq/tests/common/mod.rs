@@ -1,6 +1,9 @@
-//! Shared test helpers: the broker address, fresh topologies, and reading the DLQ.
+//! Shared test helpers: the broker address, fresh topologies, reading the DLQ, and killing
+//! connections.
 #![allow(dead_code)]
 
+use std::future::Future;
+use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -99,5 +102,45 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Awaits `fut`; panics after 30 s.
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Closes a connection from the server side, found by its connection name.
+pub async fn close_from_server(name: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new("rabbitmqctl")
+            .args(["-q", "list_connections", "pid", "client_properties"])
+            .output()
+            .expect("rabbitmqctl must be installed next to RabbitMQ for this test");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl list_connections failed: {out:?}"
+        );
+        let listing = String::from_utf8_lossy(&out.stdout);
+        if let Some(line) = listing.lines().find(|l| l.contains(name)) {
+            let pid = line.split('\t').next().unwrap();
+            let closed = Command::new("rabbitmqctl")
+                .args(["-q", "close_connection", pid, "idemq test"])
+                .status()
+                .unwrap();
+            assert!(
+                closed.success(),
+                "rabbitmqctl close_connection {pid} failed"
+            );
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connection {name} never listed by rabbitmqctl"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
