@@ -14,7 +14,7 @@ use idemq_core::store::MemoryStore;
 use idemq_core::{Engine, EngineConfig, KeyStrategy, Message as _, Scope};
 use idemq_rabbitmq::lapin::options::QueueDeclareOptions;
 use idemq_rabbitmq::lapin::types::FieldTable;
-use idemq_rabbitmq::lapin::Channel;
+use idemq_rabbitmq::lapin::{Channel, Connection};
 use idemq_rabbitmq::{AmqpDelivery, Consumer, ConsumerHandle, Outgoing, Publisher, Topology};
 use tokio::sync::mpsc;
 
@@ -78,18 +78,16 @@ fn rig(topology: &Topology, scope: &str, concurrency: usize) -> Rig {
     }
 }
 
-async fn a_hung_handler_does_not_block_reconnection(server_side: bool) {
-    let topology = fresh(
-        if server_side { "drainsrv" } else { "draincli" },
-        fast_policy(5),
-    );
-    let (_conn, admin) = admin(&topology).await;
+/// A fresh queue `name` and a [`rig`] consuming it, with `hang` published and its handler
+/// stuck. The admin connection is returned so it stays open.
+async fn hung(name: &str, concurrency: usize) -> (Topology, Connection, Channel, Publisher, Rig) {
+    let topology = fresh(name, fast_policy(5));
+    let (conn, admin) = admin(&topology).await;
     let publisher = Publisher::on_channel(admin.clone(), &topology)
         .await
         .unwrap();
-    let mut rig = rig(&topology, "drain", 8);
+    let mut rig = rig(&topology, name, concurrency);
     within("the first session", rig.consumer.wait_for_session(1)).await;
-
     publisher
         .publish(Outgoing::new(&b"h"[..]).key("hang"))
         .await
@@ -98,6 +96,12 @@ async fn a_hung_handler_does_not_block_reconnection(server_side: bool) {
         within("hang to start", rig.started.recv()).await.unwrap(),
         "hang"
     );
+    (topology, conn, admin, publisher, rig)
+}
+
+async fn a_hung_handler_does_not_block_reconnection(server_side: bool) {
+    let name = if server_side { "drainsrv" } else { "draincli" };
+    let (topology, _conn, admin, publisher, mut rig) = hung(name, 8).await;
 
     // The connection dies while hang's handler is stuck: the consumer gives it the drain
     // timeout, aborts it, and reconnects.
@@ -156,21 +160,7 @@ async fn client_side_close_abandons_a_hung_handler_and_reconnects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_abandons_a_hung_handler_and_requeues_its_message() {
-    let topology = fresh("drainstop", fast_policy(5));
-    let (_conn, admin) = admin(&topology).await;
-    let publisher = Publisher::on_channel(admin.clone(), &topology)
-        .await
-        .unwrap();
-    let mut rig = rig(&topology, "drainstop", 8);
-    within("the first session", rig.consumer.wait_for_session(1)).await;
-    publisher
-        .publish(Outgoing::new(&b"h"[..]).key("hang"))
-        .await
-        .unwrap();
-    assert_eq!(
-        within("hang to start", rig.started.recv()).await.unwrap(),
-        "hang"
-    );
+    let (topology, _conn, admin, _publisher, rig) = hung("drainstop", 8).await;
 
     within("shutdown despite the hung handler", rig.consumer.shutdown())
         .await
@@ -189,22 +179,8 @@ async fn shutdown_abandons_a_hung_handler_and_requeues_its_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_not_blocked_by_hung_handlers_filling_the_concurrency() {
-    let topology = fresh("drainfull", fast_policy(5));
-    let (_conn, admin) = admin(&topology).await;
-    let publisher = Publisher::on_channel(admin.clone(), &topology)
-        .await
-        .unwrap();
     // One handler slot, taken by hang: the next delivery waits for a slot that never frees.
-    let mut rig = rig(&topology, "drainfull", 1);
-    within("the first session", rig.consumer.wait_for_session(1)).await;
-    publisher
-        .publish(Outgoing::new(&b"h"[..]).key("hang"))
-        .await
-        .unwrap();
-    assert_eq!(
-        within("hang to start", rig.started.recv()).await.unwrap(),
-        "hang"
-    );
+    let (topology, _conn, admin, publisher, mut rig) = hung("drainfull", 1).await;
     publisher
         .publish(Outgoing::new(&b"w"[..]).key("waiting"))
         .await
