@@ -1,5 +1,6 @@
 //! The idempotent consumer: a reconnecting session loop feeding deliveries to the engine.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -236,40 +237,35 @@ impl Consumer {
             stats: shared.stats.clone(),
         });
         let policy = Arc::new(self.topology.policy().clone());
+        // Deliveries the broker sent while every handler slot was busy. The stream is read
+        // all the same, so a dead connection is noticed even when every handler hangs; the
+        // prefetch bounds how many wait here.
+        let mut waiting = VecDeque::new();
         loop {
+            while tasks.len() < self.concurrency {
+                let Some(delivery) = waiting.pop_front() else {
+                    break;
+                };
+                tasks.spawn(handle(
+                    self.engine.clone(),
+                    handler.clone(),
+                    policy.clone(),
+                    AmqpDelivery::new(delivery, settler.clone()),
+                    shared.stats.clone(),
+                ));
+            }
             tokio::select! {
                 _ = stopped(stop) => {
+                    // Waiting deliveries were never acked: the broker requeues them.
                     let _ = channel.basic_cancel(tag, BasicCancelOptions::default()).await;
                     return Ok(());
                 }
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => check(joined)?,
-                next = deliveries.next() => {
-                    let delivery = match next {
-                        Some(Ok(d)) => d,
-                        Some(Err(e)) => return Err(e.into()),
-                        None => return Err(AmqpError::Cancelled),
-                    };
-                    while tasks.len() >= self.concurrency {
-                        tokio::select! {
-                            // Handlers that never return must not keep a stop from reaching
-                            // the bounded drain; this delivery, unacked, is requeued.
-                            _ = stopped(stop) => {
-                                let cancel = BasicCancelOptions::default();
-                                let _ = channel.basic_cancel(tag, cancel).await;
-                                return Ok(());
-                            }
-                            Some(joined) = tasks.join_next() => check(joined)?,
-                        }
-                    }
-                    let delivery = AmqpDelivery::new(delivery, settler.clone());
-                    tasks.spawn(handle(
-                        self.engine.clone(),
-                        handler.clone(),
-                        policy.clone(),
-                        delivery,
-                        shared.stats.clone(),
-                    ));
-                }
+                next = deliveries.next() => match next {
+                    Some(Ok(d)) => waiting.push_back(d),
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(AmqpError::Cancelled),
+                },
             }
         }
     }

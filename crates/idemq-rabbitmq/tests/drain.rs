@@ -177,20 +177,26 @@ async fn shutdown_abandons_a_hung_handler_and_requeues_its_message() {
     topology.delete(&admin).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_is_not_blocked_by_hung_handlers_filling_the_concurrency() {
-    // One handler slot, taken by hang: the next delivery waits for a slot that never frees.
-    let (topology, _conn, admin, publisher, mut rig) = hung("drainfull", 1).await;
+/// Publishes `waiting` and waits until the broker has handed it to the consumer, whose
+/// only handler slot `hang` holds.
+async fn deliver_waiting(publisher: &Publisher, admin: &Channel, topology: &Topology) {
     publisher
         .publish(Outgoing::new(&b"w"[..]).key("waiting"))
         .await
         .unwrap();
     within("waiting to be delivered", async {
-        while ready(&admin, topology.queue()).await > 0 {
+        while ready(admin, topology.queue()).await > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_blocked_by_hung_handlers_filling_the_concurrency() {
+    // One handler slot, taken by hang: the next delivery waits for a slot that never frees.
+    let (topology, _conn, admin, publisher, mut rig) = hung("drainfull", 1).await;
+    deliver_waiting(&publisher, &admin, &topology).await;
 
     within("shutdown despite the hung handler", rig.consumer.shutdown())
         .await
@@ -206,5 +212,39 @@ async fn shutdown_is_not_blocked_by_hung_handlers_filling_the_concurrency() {
     assert_eq!(back, ["hang", "waiting"]);
     assert!(rig.started.try_recv().is_err(), "waiting never ran");
     assert!(rig.effects.lock().unwrap().is_empty());
+    topology.delete(&admin).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_noticed_while_every_handler_slot_hangs() {
+    let (topology, _conn, admin, publisher, mut rig) = hung("drainlost", 1).await;
+    deliver_waiting(&publisher, &admin, &topology).await;
+
+    // No stop is asked for: only the dead connection can end the session.
+    close_from_server(rig.consumer.connection_name()).await;
+    within(
+        "a second session with every slot hung",
+        rig.consumer.wait_for_session(2),
+    )
+    .await;
+    let stats = rig.consumer.stats();
+    assert_eq!(stats.abandoned.get(), 1);
+    // waiting runs in the new session, and hang once its abandoned claim's lease is over.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.push(
+            within("waiting and hang's takeover to start", rig.started.recv())
+                .await
+                .unwrap(),
+        );
+    }
+    seen.sort();
+    assert_eq!(seen, ["hang", "waiting"]);
+    eventually("both to be acked", || stats.acked.get() == 2).await;
+    assert_eq!(
+        rig.effects.lock().unwrap().clone(),
+        HashMap::from([("hang".into(), 1), ("waiting".into(), 1)])
+    );
+    within("shutdown", rig.consumer.shutdown()).await.unwrap();
     topology.delete(&admin).await.unwrap();
 }
