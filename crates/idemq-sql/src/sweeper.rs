@@ -93,14 +93,11 @@ impl Sweeper {
         *self.stats.borrow()
     }
 
-    /// Waits until `n` more passes have completed, and returns the counts then.
+    /// Waits until the loop has completed `n` passes since it was spawned, and returns the
+    /// counts then. Counted from the spawn, not from this call: the first pass starts at once
+    /// and may well end before anyone waits for it.
     pub async fn wait_passes(&mut self, n: u64) -> SweepStats {
-        let target = self.stats.borrow_and_update().passes + n;
-        let reached = self
-            .stats
-            .wait_for(|s| s.passes >= target)
-            .await
-            .map(|s| *s);
+        let reached = self.stats.wait_for(|s| s.passes >= n).await.map(|s| *s);
         // An error means the task ended (it panicked): report what it did.
         reached.unwrap_or_else(|_| *self.stats.borrow())
     }
@@ -130,6 +127,20 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_pass_ended_before_the_wait_still_counts() {
+        let mut sweeper = Sweeper::spawn(Duration::from_secs(3600), 10, |_| async { Ok(0) });
+        while sweeper.stats().passes == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The next pass is an hour away: only a wait counted from the spawn returns.
+        let s = tokio::time::timeout(Duration::from_secs(5), sweeper.wait_passes(1))
+            .await
+            .expect("the first pass was already done");
+        assert_eq!(s.passes, 1);
+        sweeper.stop().await;
+    }
 
     #[tokio::test]
     async fn a_pass_deletes_in_batches_until_one_comes_back_short() {
