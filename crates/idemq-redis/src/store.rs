@@ -387,13 +387,14 @@ impl RedisStore {
     }
 
     /// Runs `cmd_for(group)` for each slot group of `keys` (a script, or a plain command when
-    /// `script` is `None`), concurrently, and returns the raw answers.
+    /// `script` is `None`), concurrently, and returns each group's indices into `keys` with
+    /// its raw answer.
     async fn per_slot_raw(
         &self,
         keys: &[Vec<u8>],
         script: Option<&redis::Script>,
         cmd_for: impl Fn(&[usize]) -> Cmd,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<(Vec<usize>, Value)>, StoreError> {
         let cluster = self.conn.is_cluster();
         let groups = group_by(
             keys.iter()
@@ -404,7 +405,16 @@ impl RedisStore {
             .iter()
             .map(|(slot, idx)| (*slot, cmd_for(idx)))
             .collect();
-        self.conn.run_many(script, cmds).await.map_err(store_error)
+        let answers = self
+            .conn
+            .run_many(script, cmds)
+            .await
+            .map_err(store_error)?;
+        Ok(groups
+            .into_iter()
+            .map(|(_, idx)| idx)
+            .zip(answers)
+            .collect())
     }
 }
 
@@ -532,24 +542,17 @@ impl Store for RedisStore {
 
     async fn get_batch(&self, keys: &[RecordKey]) -> Result<Vec<Option<Record>>, StoreError> {
         let names: Vec<Vec<u8>> = keys.iter().map(|k| self.layout.key(k).into()).collect();
-        let groups = group_by(keys.iter().enumerate().map(|(i, k)| (i, self.slot(k), ())));
-        let cmds = groups
-            .iter()
-            .map(|(slot, idx)| {
+        let answers = self
+            .per_slot_raw(&names, Some(&scripts::GET), |idx| {
                 let mut cmd = scripts::evalsha(&scripts::GET, idx.len());
                 for &i in idx {
                     cmd.arg(&names[i][..]);
                 }
-                (*slot, cmd)
+                cmd
             })
-            .collect();
-        let answers = self
-            .conn
-            .run_many(Some(&scripts::GET), cmds)
-            .await
-            .map_err(store_error)?;
+            .await?;
         let mut out: Vec<Option<Record>> = vec![None; keys.len()];
-        for ((_, idx), answer) in groups.iter().zip(answers) {
+        for (idx, answer) in answers {
             for (&i, r) in idx.iter().zip(reply::records(answer, idx.len())?) {
                 out[i] = r;
             }
@@ -573,7 +576,7 @@ impl Store for RedisStore {
                     cmd
                 })
                 .await?;
-            for a in &answers {
+            for (_, a) in &answers {
                 deleted += reply::integer(a)? as u64;
             }
         }
@@ -599,7 +602,7 @@ impl Store for RedisStore {
                     cmd
                 })
                 .await?;
-            for a in answers {
+            for (_, a) in answers {
                 let (consuming, consumed) = reply::counts(a)?;
                 stats.consuming += consuming;
                 stats.consumed += consumed;
