@@ -350,7 +350,12 @@ pub async fn other_payload_under_a_used_key_conflicts<S: Store>(store: Arc<S>) {
         .claim(&request(k.clone(), b"B", Duration::from_secs(60)))
         .await
         .unwrap();
-    assert_eq!(c, Claim::Conflict);
+    assert_eq!(
+        c,
+        Claim::Conflict {
+            existing: Fingerprint::of(b"A")
+        }
+    );
     store
         .complete(&k, t, None, Duration::from_secs(60))
         .await
@@ -360,7 +365,11 @@ pub async fn other_payload_under_a_used_key_conflicts<S: Store>(store: Arc<S>) {
         .run(&msg("order-6", "B"), || async { Ok::<_, Never>(()) })
         .await
         .unwrap();
-    assert!(matches!(out, Outcome::Conflict), "{out:?}");
+    assert!(
+        matches!(out, Outcome::Conflict { existing, incoming: Some(incoming) }
+            if existing == Fingerprint::of(b"A") && incoming == Fingerprint::of(b"B")),
+        "{out:?}"
+    );
     let out = e
         .run(&msg("order-6", "A"), || async { Ok::<_, Never>(()) })
         .await
@@ -473,7 +482,12 @@ pub async fn batch_claim_answers_like_single_claims<S: Store>(store: Arc<S>) {
         }
     );
     assert!(matches!(claims[2], Claim::InProgress { .. }), "{claims:?}");
-    assert_eq!(claims[3], Claim::Conflict);
+    assert_eq!(
+        claims[3],
+        Claim::Conflict {
+            existing: Fingerprint::of(b"c")
+        }
+    );
     assert!(
         matches!(claims[4], Claim::Acquired { attempt: 1, .. }),
         "{claims:?}"

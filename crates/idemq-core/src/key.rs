@@ -247,6 +247,76 @@ impl<M: Message> KeyStrategy<M> {
     }
 }
 
+type FingerprintExtractor<M> = Arc<dyn Fn(&M) -> Result<Vec<u8>, KeyError> + Send + Sync>;
+
+/// What a record's [`Fingerprint`] is taken from: it tells a copy of a message from another
+/// message that reuses its key, which is dead-lettered as a conflict.
+///
+/// The default follows the key strategy ([`FingerprintStrategy::default_for`]): a business
+/// key names the business operation, so a resend of it with another serializer, a timestamp
+/// or a retry counter is still a duplicate, and it is not fingerprinted; a message id or a
+/// header says nothing about the content, so the payload is.
+pub enum FingerprintStrategy<M> {
+    /// The SHA-256 of the whole payload, byte for byte.
+    Payload,
+    /// The SHA-256 of what an extractor takes from the message, for example some fields in a
+    /// canonical form; an extractor error makes the message unkeyable.
+    Extract(FingerprintExtractor<M>),
+    /// No fingerprint: every message under a consumed key is a duplicate.
+    Off,
+}
+
+impl<M> Clone for FingerprintStrategy<M> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Payload => Self::Payload,
+            Self::Extract(f) => Self::Extract(f.clone()),
+            Self::Off => Self::Off,
+        }
+    }
+}
+
+impl<M> fmt::Debug for FingerprintStrategy<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Payload => f.write_str("Payload"),
+            Self::Extract(_) => f.write_str("Extract(..)"),
+            Self::Off => f.write_str("Off"),
+        }
+    }
+}
+
+impl<M: Message> FingerprintStrategy<M> {
+    /// The default for a key strategy: [`Off`](Self::Off) for a business key, a custom
+    /// extractor and the payload hash (which is a fingerprint already);
+    /// [`Payload`](Self::Payload) for a message id or a header.
+    pub fn default_for(keys: &KeyStrategy<M>) -> Self {
+        match keys {
+            KeyStrategy::MessageId | KeyStrategy::Header(_) => Self::Payload,
+            KeyStrategy::Business(_) | KeyStrategy::Custom(_) | KeyStrategy::PayloadHash => {
+                Self::Off
+            }
+        }
+    }
+
+    /// Fingerprints what `f` takes from each message.
+    pub fn extract<F>(f: F) -> Self
+    where
+        F: Fn(&M) -> Result<Vec<u8>, KeyError> + Send + Sync + 'static,
+    {
+        Self::Extract(Arc::new(f))
+    }
+
+    /// The fingerprint of a message, `None` when this strategy keeps none.
+    pub fn of(&self, msg: &M) -> Result<Option<Fingerprint>, KeyError> {
+        Ok(match self {
+            Self::Payload => Some(Fingerprint::of(msg.payload())),
+            Self::Extract(f) => Some(Fingerprint::of(&f(msg)?)),
+            Self::Off => None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,5 +383,21 @@ mod tests {
         assert_eq!(hash, IdempotencyKey::digest_of(b"payload"));
         let missing = KeyStrategy::<Envelope>::Header("nope".into()).key_of(&msg);
         assert!(matches!(missing, Err(KeyError::Missing(_))));
+    }
+
+    #[test]
+    fn fingerprints_follow_the_key_strategy_unless_chosen() {
+        let a = Envelope::new(&br#"{"id":1,"qty":2}"#[..]).with_message_id("m");
+        let b = Envelope::new(&br#"{"id": 1, "qty": 2}"#[..]).with_message_id("m");
+        let by_id = FingerprintStrategy::default_for(&KeyStrategy::<Envelope>::MessageId);
+        assert_ne!(by_id.of(&a).unwrap(), by_id.of(&b).unwrap());
+        let business = KeyStrategy::business(|_: &Envelope| Some("1".into()));
+        let off = FingerprintStrategy::default_for(&business);
+        assert_eq!((off.of(&a).unwrap(), off.of(&b).unwrap()), (None, None));
+        let fields = FingerprintStrategy::<Envelope>::extract(|m| {
+            Ok(m.payload().iter().copied().filter(|c| *c != b' ').collect())
+        });
+        assert_eq!(fields.of(&a).unwrap(), fields.of(&b).unwrap());
+        assert!(fields.of(&a).unwrap().is_some());
     }
 }

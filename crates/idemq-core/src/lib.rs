@@ -36,10 +36,12 @@ pub mod record;
 pub mod store;
 pub mod time;
 
-pub use engine::{Engine, EngineConfig, FailMode, HandlerOutput, Outcome};
+pub use engine::{Engine, EngineConfig, FailMode, HandlerOutput, Outcome, TxEngine};
 pub use error::EngineError;
-pub use key::{Fingerprint, IdempotencyKey, KeyError, KeyStrategy, RecordKey, Scope};
+pub use key::{
+    Fingerprint, FingerprintStrategy, IdempotencyKey, KeyError, KeyStrategy, RecordKey, Scope,
+};
 pub use layer::{IdempotencyLayer, IdempotencyService};
 pub use message::{Envelope, Message};
-pub use record::{Claim, ClaimRequest, FencingToken, Record, State};
+pub use record::{Claim, ClaimRequest, Completion, FencingToken, Record, State};
 pub use store::{Store, StoreError};

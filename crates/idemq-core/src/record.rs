@@ -112,5 +112,21 @@ pub enum Claim {
         result: Option<Bytes>,
     },
     /// The key exists with a different payload fingerprint.
-    Conflict,
+    Conflict {
+        /// The fingerprint the record holds (the first payload claimed under the key).
+        existing: Fingerprint,
+    },
+}
+
+/// One completion of a batch: the arguments of [`Store::complete`](crate::Store::complete).
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    /// The record to complete.
+    pub key: &'a RecordKey,
+    /// The token its claim returned.
+    pub token: FencingToken,
+    /// The result to store with it.
+    pub result: Option<&'a [u8]>,
+    /// How long the consumed record is kept.
+    pub retention: Duration,
 }

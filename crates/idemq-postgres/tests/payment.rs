@@ -136,7 +136,7 @@ async fn a_failed_payment_leaves_nothing_and_a_reused_serial_conflicts() {
     let out = payment::handle(&bank.store, &bank.config, &forged.to_message())
         .await
         .unwrap();
-    assert!(matches!(out, Outcome::Conflict), "{}", out.name());
+    assert!(matches!(out, Outcome::Conflict { .. }), "{}", out.name());
     assert_eq!(bank.rows(&p.serial).await, 1);
     assert_eq!(bank.balance(&account).await, 600);
 }

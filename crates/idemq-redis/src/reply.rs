@@ -105,7 +105,13 @@ pub(crate) fn claims(v: Value, expected: usize) -> Result<Vec<Claim>, StoreError
                     result: Some(Bytes::copy_from_slice(r.take(len)?)),
                 }
             }
-            b'X' => Claim::Conflict,
+            b'X' => {
+                let mut existing = [0u8; 32];
+                existing.copy_from_slice(r.take(32)?);
+                Claim::Conflict {
+                    existing: Fingerprint(existing),
+                }
+            }
             other => return Err(corrupt(format!("unknown claim answer {other:#04x}"))),
         });
     }
@@ -227,6 +233,7 @@ mod tests {
         buf.extend(2u32.to_be_bytes());
         buf.extend([0, 255]);
         buf.extend(b"DX");
+        buf.extend([7u8; 32]);
         assert_eq!(
             claims(Value::BulkString(buf.clone()), 6).unwrap(),
             vec![
@@ -247,7 +254,9 @@ mod tests {
                     result: Some(Bytes::from_static(&[0, 255]))
                 },
                 Claim::Done { result: None },
-                Claim::Conflict,
+                Claim::Conflict {
+                    existing: Fingerprint([7; 32])
+                },
             ]
         );
         assert!(claims(Value::BulkString(buf.clone()), 5).is_err());

@@ -141,7 +141,13 @@ async fn batch_claim_spanning_many_slots_answers_every_key() {
                 "key {i}"
             ),
             100..200 => assert!(matches!(c, Claim::InProgress { .. }), "key {i}: {c:?}"),
-            200..300 => assert_eq!(c, &Claim::Conflict, "key {i}"),
+            200..300 => assert_eq!(
+                c,
+                &Claim::Conflict {
+                    existing: Fingerprint::of(b"other")
+                },
+                "key {i}"
+            ),
             _ => assert!(
                 matches!(
                     c,
@@ -532,7 +538,8 @@ async fn batches_mixing_leases_retentions_and_results_keep_each() {
             // A payload other than the one claimed conflicts only where one was recorded.
             let again = store.claim(&req(k.clone(), b"other")).await.unwrap();
             if i % 2 == 0 {
-                assert_eq!(again, Claim::Conflict, "key {i}");
+                let existing = Fingerprint::of(b"p");
+                assert_eq!(again, Claim::Conflict { existing }, "key {i}");
             } else {
                 assert!(matches!(again, Claim::Done { .. }), "key {i}: {again:?}");
             }

@@ -87,7 +87,7 @@ where
 {
     let req = ClaimRequest {
         key: RecordKey::new(config.scope.clone(), key),
-        fingerprint: fingerprint.filter(|_| config.fingerprint),
+        fingerprint,
         lease: config.lease,
         retention: config.retention,
     };
@@ -98,7 +98,7 @@ where
         held,
     } = match retrying(|| store.claim_in_tx(&req)).await? {
         Ok(claimed) => claimed,
-        Err(claim) => return Ok(Outcome::settled(claim).expect("only Acquired is unsettled")),
+        Err(claim) => return Ok(Outcome::settled(claim, req.fingerprint).expect("only Acquired is unsettled")),
     };
 
     let value = match handler(&mut tx).await {

@@ -165,7 +165,7 @@ impl<C: Store, D: Store> TieredStore<C, D> {
 fn hit(req: &ClaimRequest, found: Option<Record>) -> Option<Claim> {
     let hit = found.filter(|r| r.state == State::Consumed).map(|r| {
         match (r.fingerprint, req.fingerprint) {
-            (Some(have), Some(want)) if have != want => Claim::Conflict,
+            (Some(have), Some(want)) if have != want => Claim::Conflict { existing: have },
             _ => Claim::Done { result: r.result },
         }
     });
@@ -198,11 +198,11 @@ impl<C: Store, D: TransactionalStore> TransactionalStore for TieredStore<C, D> {
     {
         let req = ClaimRequest {
             key: RecordKey::new(config.scope.clone(), key.clone()),
-            fingerprint: fingerprint.filter(|_| config.fingerprint),
+            fingerprint,
             lease: config.lease,
             retention: config.retention,
         };
-        if let Some(hit) = self.cached(&req).await.and_then(Outcome::settled) {
+        if let Some(hit) = self.cached(&req).await.and_then(|c| Outcome::settled(c, fingerprint)) {
             return Ok(hit);
         }
         let out = self

@@ -141,7 +141,12 @@ async fn completing_a_fresh_claim_does_not_read_the_durable_record_back() {
         fingerprint: Some(Fingerprint::of(b"other")),
         ..r.clone()
     };
-    assert_eq!(store.claim(&other).await.unwrap(), Claim::Conflict);
+    assert_eq!(
+        store.claim(&other).await.unwrap(),
+        Claim::Conflict {
+            existing: Fingerprint::of(b"p")
+        }
+    );
 }
 
 #[tokio::test]

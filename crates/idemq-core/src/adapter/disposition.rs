@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use crate::engine::Outcome;
 use crate::error::EngineError;
+use crate::key::Fingerprint;
 
 use super::RetryPolicy;
 
@@ -15,7 +16,12 @@ pub enum DeadLetterReason {
     /// The payload could not be decoded.
     Undecodable(String),
     /// The key was used before for another payload.
-    Conflict,
+    Conflict {
+        /// The fingerprint of the payload first claimed under the key.
+        existing: Fingerprint,
+        /// The fingerprint of the refused payload.
+        incoming: Option<Fingerprint>,
+    },
     /// The handler failed on every attempt.
     RetriesExhausted {
         /// Attempts made.
@@ -31,7 +37,7 @@ impl DeadLetterReason {
         match self {
             Self::Unkeyable(_) => "unkeyable",
             Self::Undecodable(_) => "undecodable",
-            Self::Conflict => "conflict",
+            Self::Conflict { .. } => "conflict",
             Self::RetriesExhausted { .. } => "retries-exhausted",
         }
     }
@@ -42,7 +48,14 @@ impl fmt::Display for DeadLetterReason {
         match self {
             Self::Unkeyable(e) => write!(f, "cannot key message: {e}"),
             Self::Undecodable(e) => write!(f, "cannot decode message: {e}"),
-            Self::Conflict => f.write_str("idempotency key reused for a different payload"),
+            Self::Conflict { existing, incoming } => {
+                write!(
+                    f,
+                    "idempotency key reused for a different payload (stored fingerprint {}, this one {})",
+                    existing.to_hex(),
+                    incoming.map_or_else(|| "none".to_owned(), |f| f.to_hex())
+                )
+            }
             Self::RetriesExhausted {
                 attempts,
                 last_error,
@@ -88,7 +101,12 @@ pub fn dispose<E: fmt::Display>(
         | Err(EngineError::Store(_) | EngineError::LeaseLost { .. }) => Disposition::Redeliver {
             delay: policy.redeliver_after,
         },
-        Ok(Outcome::Conflict) => Disposition::DeadLetter(DeadLetterReason::Conflict),
+        Ok(Outcome::Conflict { existing, incoming }) => {
+            Disposition::DeadLetter(DeadLetterReason::Conflict {
+                existing: *existing,
+                incoming: *incoming,
+            })
+        }
         Err(EngineError::Key(e)) => {
             Disposition::DeadLetter(DeadLetterReason::Unkeyable(e.to_string()))
         }

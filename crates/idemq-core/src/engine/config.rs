@@ -30,8 +30,6 @@ pub struct EngineConfig {
     pub fail_mode: FailMode,
     /// The largest handler result stored, in bytes (default 64 KiB).
     pub max_result_bytes: usize,
-    /// Whether payload fingerprints are kept and checked (default on).
-    pub fingerprint: bool,
 }
 
 impl EngineConfig {
@@ -45,7 +43,6 @@ impl EngineConfig {
             heartbeat: Some(lease / 3),
             fail_mode: FailMode::Closed,
             max_result_bytes: 64 * 1024,
-            fingerprint: true,
         }
     }
 
@@ -77,12 +74,6 @@ impl EngineConfig {
     /// Sets the largest stored result.
     pub fn max_result_bytes(mut self, max: usize) -> Self {
         self.max_result_bytes = max;
-        self
-    }
-
-    /// Turns payload fingerprints on or off.
-    pub fn fingerprint(mut self, on: bool) -> Self {
-        self.fingerprint = on;
         self
     }
 }

@@ -1,7 +1,9 @@
 //! The engine: claim, run the handler, then complete or release.
 
+mod batch;
 mod config;
 mod outcome;
+mod tx;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,9 +14,10 @@ use tracing::{warn, Instrument};
 
 pub use config::{EngineConfig, FailMode};
 pub use outcome::{HandlerOutput, Outcome};
+pub use tx::TxEngine;
 
 use crate::error::EngineError;
-use crate::key::{Fingerprint, IdempotencyKey, KeyStrategy, RecordKey};
+use crate::key::{Fingerprint, FingerprintStrategy, IdempotencyKey, KeyStrategy, RecordKey};
 use crate::message::Message;
 use crate::metrics as m;
 use crate::record::{Claim, ClaimRequest, FencingToken};
@@ -29,7 +32,20 @@ struct Inner<M> {
     store: Arc<dyn Store>,
     config: EngineConfig,
     keys: KeyStrategy<M>,
+    fingerprints: FingerprintStrategy<M>,
     scope_label: SharedString,
+}
+
+impl<M> Clone for Inner<M> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            keys: self.keys.clone(),
+            fingerprints: self.fingerprints.clone(),
+            scope_label: self.scope_label.clone(),
+        }
+    }
 }
 
 impl<M> Clone for Engine<M> {
@@ -53,13 +69,25 @@ impl<M: Message> Engine<M> {
         keys: KeyStrategy<M>,
     ) -> Self {
         let scope_label = SharedString::from(config.scope.as_str().to_owned());
+        let fingerprints = FingerprintStrategy::default_for(&keys);
         Self {
             inner: Arc::new(Inner {
                 store,
                 config,
                 keys,
+                fingerprints,
                 scope_label,
             }),
+        }
+    }
+
+    /// The same engine with another fingerprint strategy (the default follows the key
+    /// strategy: see [`FingerprintStrategy::default_for`]).
+    pub fn fingerprint(self, fingerprints: FingerprintStrategy<M>) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.fingerprints = fingerprints;
+        Self {
+            inner: Arc::new(inner),
         }
     }
 
@@ -76,11 +104,7 @@ impl<M: Message> Engine<M> {
     /// The record key and fingerprint of a message, or why it cannot be keyed.
     pub fn identify(&self, msg: &M) -> Result<(RecordKey, Option<Fingerprint>), EngineError> {
         let key = self.inner.keys.key_of(msg)?;
-        let fingerprint = self
-            .inner
-            .config
-            .fingerprint
-            .then(|| Fingerprint::of(msg.payload()));
+        let fingerprint = self.inner.fingerprints.of(msg)?;
         Ok((self.record_key(key), fingerprint))
     }
 
@@ -175,7 +199,8 @@ impl<M: Message> Engine<M> {
                 (token, attempt)
             }
             settled => {
-                let outcome = Outcome::settled(settled).expect("only Acquired is unsettled");
+                let outcome = Outcome::settled(settled, req.fingerprint)
+                    .expect("only Acquired is unsettled");
                 self.count_claim(outcome.name());
                 return Ok(outcome);
             }

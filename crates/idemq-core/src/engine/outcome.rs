@@ -1,5 +1,6 @@
 use bytes::Bytes;
 
+use crate::key::Fingerprint;
 use crate::record::Claim;
 use crate::time::UnixMillis;
 
@@ -27,7 +28,12 @@ pub enum Outcome<E> {
         until: UnixMillis,
     },
     /// The key was used before for a different payload: a producer bug or a key collision.
-    Conflict,
+    Conflict {
+        /// The fingerprint of the payload first claimed under the key.
+        existing: Fingerprint,
+        /// The fingerprint of this message's payload.
+        incoming: Option<Fingerprint>,
+    },
     /// The handler failed; the claim was released so a redelivery runs it again.
     Failed {
         /// The handler's error.
@@ -39,12 +45,12 @@ pub enum Outcome<E> {
 
 impl<E> Outcome<E> {
     /// The outcome of a claim this consumer did not acquire (the handler does not run), or
-    /// `None` for [`Claim::Acquired`].
-    pub fn settled(claim: Claim) -> Option<Self> {
+    /// `None` for [`Claim::Acquired`]. `incoming` is the fingerprint the claim presented.
+    pub fn settled(claim: Claim, incoming: Option<Fingerprint>) -> Option<Self> {
         match claim {
             Claim::Done { result } => Some(Outcome::Duplicate { result }),
             Claim::InProgress { until } => Some(Outcome::InProgress { until }),
-            Claim::Conflict => Some(Outcome::Conflict),
+            Claim::Conflict { existing } => Some(Outcome::Conflict { existing, incoming }),
             Claim::Acquired { .. } => None,
         }
     }
@@ -60,7 +66,7 @@ impl<E> Outcome<E> {
             Outcome::Processed { .. } => "processed",
             Outcome::Duplicate { .. } => "duplicate",
             Outcome::InProgress { .. } => "in_progress",
-            Outcome::Conflict => "conflict",
+            Outcome::Conflict { .. } => "conflict",
             Outcome::Failed { .. } => "failed",
         }
     }

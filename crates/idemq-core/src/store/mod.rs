@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::key::{RecordKey, Scope};
-use crate::record::{Claim, ClaimRequest, FencingToken, Record};
+use crate::record::{Claim, ClaimRequest, Completion, FencingToken, Record};
 use crate::time::UnixMillis;
 
 mod memory;
@@ -91,6 +91,28 @@ pub trait Store: Send + Sync + 'static {
         retention: Duration,
     ) -> Result<(), StoreError>;
 
+    /// Completes many claims in one round trip where the backend allows it.
+    ///
+    /// The outer error means nothing is known of the batch (some may have completed); the
+    /// inner ones are per completion, in order: [`StoreError::LeaseLost`] or
+    /// [`StoreError::ResultTooLarge`], exactly as [`Store::complete`] would answer alone.
+    async fn complete_batch(
+        &self,
+        items: &[Completion<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut out = Vec::with_capacity(items.len());
+        for c in items {
+            match self.complete(c.key, c.token, c.result, c.retention).await {
+                Ok(()) => out.push(Ok(())),
+                Err(e @ (StoreError::LeaseLost { .. } | StoreError::ResultTooLarge { .. })) => {
+                    out.push(Err(e))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Gives a claim up so the next delivery runs the handler again.
     async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError>;
 
@@ -138,6 +160,12 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         retention: Duration,
     ) -> Result<(), StoreError> {
         (**self).complete(key, token, result, retention).await
+    }
+    async fn complete_batch(
+        &self,
+        items: &[Completion<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        (**self).complete_batch(items).await
     }
     async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
         (**self).release(key, token).await

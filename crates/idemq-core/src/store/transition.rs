@@ -45,7 +45,7 @@ pub fn claim(
     };
     if let (Some(have), Some(want)) = (rec.fingerprint, req.fingerprint) {
         if have != want {
-            return (Claim::Conflict, None);
+            return (Claim::Conflict { existing: have }, None);
         }
     }
     match rec.state {
@@ -218,7 +218,12 @@ mod tests {
                 result: Some(Bytes::from_static(b"ok"))
             }
         );
-        assert_eq!(claim(Some(&done), &req(b"b"), 3_000).0, Claim::Conflict);
+        assert_eq!(
+            claim(Some(&done), &req(b"b"), 3_000).0,
+            Claim::Conflict {
+                existing: Fingerprint::of(b"a")
+            }
+        );
         // After expiry the key is new again.
         assert!(matches!(
             claim(Some(&done), &req(b"b"), 52_000).0,

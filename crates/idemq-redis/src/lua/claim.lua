@@ -15,7 +15,7 @@
 --   'A' i8 token i8 attempt B tk  Acquired (tk 1 for a takeover)
 --   'I' i8 lease_until            InProgress
 --   'D' / 'R' u4 len, result      Done without / with a result
---   'X'                           Conflict
+--   'X' c32 fingerprint           Conflict, with the record's fingerprint
 -- The server clock decides, so consumers' clocks do not matter.
 local FMT = '>Bc32i8i8i8i8c1i8i8c1'
 local t = redis.call('TIME')
@@ -42,7 +42,7 @@ for i, key in ipairs(KEYS) do
       redis.call('SET', key, new, 'PXAT', px)
       out[i] = 'N'
     elseif fpl ~= 0 and string.byte(fp, 1) ~= 0 and string.sub(old, 1, 33) ~= fp then
-      out[i] = 'X'
+      out[i] = 'X' .. string.sub(old, 2, 33)
     elseif state == 'D' then
       if res == 'r' then
         local result = string.sub(old, 84)

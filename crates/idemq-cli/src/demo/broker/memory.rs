@@ -394,7 +394,10 @@ mod tests {
         let again = next(&b).await;
         assert_eq!(again.attempt(), 2);
         again
-            .dead_letter(&DeadLetterReason::Conflict)
+            .dead_letter(&DeadLetterReason::Conflict {
+                existing: idemq_core::Fingerprint::of(b"a"),
+                incoming: None,
+            })
             .await
             .unwrap();
         assert_eq!(b.dead_letters().len(), 1);

@@ -1,0 +1,1 @@
+//! The ordered-commit tracker for partitioned logs (Kafka partitions, RocketMQ queues).
