@@ -202,7 +202,11 @@ impl<C: Store, D: TransactionalStore> TransactionalStore for TieredStore<C, D> {
             lease: config.lease,
             retention: config.retention,
         };
-        if let Some(hit) = self.cached(&req).await.and_then(|c| Outcome::settled(c, fingerprint)) {
+        if let Some(hit) = self
+            .cached(&req)
+            .await
+            .and_then(|c| Outcome::settled(c, fingerprint))
+        {
             return Ok(hit);
         }
         let out = self

@@ -74,7 +74,7 @@ where
     let attempt = delivery.attempt();
     let disposition = dispose(result, attempt, policy);
     match &disposition {
-        Disposition::Ack => delivery.ack().await?,
+        Disposition::Ack { .. } => delivery.ack().await?,
         Disposition::Redeliver { delay } => delivery.redeliver(*delay, attempt, None).await?,
         Disposition::Retry {
             delay,

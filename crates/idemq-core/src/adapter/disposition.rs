@@ -68,7 +68,10 @@ impl fmt::Display for DeadLetterReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
     /// Acknowledge: the effect is recorded (or was, for a duplicate).
-    Ack,
+    Ack {
+        /// True when the handler did not run: the key was consumed already.
+        duplicate: bool,
+    },
     /// Redeliver after `delay` without counting an attempt: another consumer holds the key,
     /// or the store could not decide.
     Redeliver {
@@ -96,7 +99,8 @@ pub fn dispose<E: fmt::Display>(
     policy: &RetryPolicy,
 ) -> Disposition {
     match result {
-        Ok(Outcome::Processed { .. } | Outcome::Duplicate { .. }) => Disposition::Ack,
+        Ok(Outcome::Processed { .. }) => Disposition::Ack { duplicate: false },
+        Ok(Outcome::Duplicate { .. }) => Disposition::Ack { duplicate: true },
         Ok(Outcome::InProgress { .. })
         | Err(EngineError::Store(_) | EngineError::LeaseLost { .. }) => Disposition::Redeliver {
             delay: policy.redeliver_after,
@@ -141,7 +145,7 @@ mod tests {
     fn done_and_duplicates_are_acked() {
         let p = RetryPolicy::default();
         let done: Result<Outcome<&str>, _> = Ok(Outcome::Duplicate { result: None });
-        assert_eq!(dispose(&done, 1, &p), Disposition::Ack);
+        assert_eq!(dispose(&done, 1, &p), Disposition::Ack { duplicate: true });
     }
 
     #[test]

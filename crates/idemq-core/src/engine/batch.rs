@@ -25,7 +25,7 @@ struct Owned {
 }
 
 impl<M: Message> Engine<M> {
-    /// Runs `handler(i)` for each `msgs[i]` whose key is neither consumed nor in flight, with
+    /// Runs `handler(i)` (called at most once for each `i`) for each `msgs[i]` whose key is neither consumed nor in flight, with
     /// one [`claim_batch`](crate::Store::claim_batch) for the whole batch and one
     /// [`complete_batch`](crate::Store::complete_batch) for the handlers that succeeded.
     ///
@@ -39,21 +39,22 @@ impl<M: Message> Engine<M> {
         handler: F,
     ) -> Vec<Result<Outcome<E>, EngineError>>
     where
-        F: Fn(usize) -> Fut,
+        F: FnMut(usize) -> Fut,
         Fut: Future<Output = Result<T, E>>,
         T: HandlerOutput,
     {
-        let span = tracing::info_span!("idemq.batch", scope = %self.config().scope, size = msgs.len());
+        let span =
+            tracing::info_span!("idemq.batch", scope = %self.config().scope, size = msgs.len());
         self.decide_batch(msgs, handler).instrument(span).await
     }
 
     async fn decide_batch<F, Fut, T, E>(
         &self,
         msgs: &[M],
-        handler: F,
+        mut handler: F,
     ) -> Vec<Result<Outcome<E>, EngineError>>
     where
-        F: Fn(usize) -> Fut,
+        F: FnMut(usize) -> Fut,
         Fut: Future<Output = Result<T, E>>,
         T: HandlerOutput,
     {
@@ -78,7 +79,8 @@ impl<M: Message> Engine<M> {
         let claims = match self.inner.store.claim_batch(&reqs).await {
             Ok(claims) => claims,
             Err(e) => {
-                self.batch_store_down(e, &keyed, &mut out, &handler).await;
+                self.batch_store_down(e, &keyed, &mut out, &mut handler)
+                    .await;
                 return out.into_iter().map(Option::unwrap).collect();
             }
         };
@@ -134,8 +136,7 @@ impl<M: Message> Engine<M> {
                     done.push((r, o, value.into_stored()));
                 }
                 Err(error) => {
-                    counter!(m::HANDLED, "scope" => self.scope(), "result" => "error")
-                        .increment(1);
+                    counter!(m::HANDLED, "scope" => self.scope(), "result" => "error").increment(1);
                     failed.push((r, o, error));
                 }
             }
@@ -185,9 +186,9 @@ impl<M: Message> Engine<M> {
     }
 
     /// Completes the successful runs in one `complete_batch`; answers in their order.
-    async fn complete_all<'r>(
+    async fn complete_all(
         &self,
-        reqs: &'r [ClaimRequest],
+        reqs: &[ClaimRequest],
         done: &[(usize, Owned, Option<bytes::Bytes>)],
     ) -> Vec<Result<(), EngineError>> {
         let cfg = &self.inner.config;
@@ -197,7 +198,9 @@ impl<M: Message> Engine<M> {
         for (n, (r, o, result)) in done.iter().enumerate() {
             match result {
                 Some(res) if res.len() > cfg.max_result_bytes => {
-                    answers.push(Some(Err(self.too_large(&reqs[*r].key, o.token, res.len()).await)));
+                    answers.push(Some(Err(self
+                        .too_large(&reqs[*r].key, o.token, res.len())
+                        .await)));
                 }
                 _ => {
                     answers.push(None);
@@ -267,9 +270,9 @@ impl<M: Message> Engine<M> {
         e: StoreError,
         keyed: &[usize],
         out: &mut [Option<Result<Outcome<E>, EngineError>>],
-        handler: &F,
+        handler: &mut F,
     ) where
-        F: Fn(usize) -> Fut,
+        F: FnMut(usize) -> Fut,
         Fut: Future<Output = Result<T, E>>,
         T: HandlerOutput,
     {
