@@ -13,7 +13,11 @@
 //!
 //! A [`TransactionalStore`](idemq_core::store::TransactionalStore) also runs the rules of
 //! [`tx`] with [`tx_conformance!`], given a [`tx::Business`] for its SQL dialect.
+//!
+//! A broker adapter runs the rules of [`adapter`] with [`adapter_conformance!`], the broker
+//! counterpart of the store suite, given an [`adapter::Broker`] for its test setup.
 
+pub mod adapter;
 pub mod rules;
 pub mod tx;
 mod unreachable;

@@ -145,6 +145,7 @@ impl<S: Source> Consumer<S> {
                 // rolled back with it instead). Its delivery was never settled, so the broker
                 // gives it back.
                 shared.stats.abandoned.add(abandoned as u64);
+                shared.stats.changed();
                 warn!(
                     abandoned,
                     drain_timeout = ?self.drain_timeout,
@@ -192,6 +193,7 @@ impl<S: Source> Consumer<S> {
         };
         shared.set_closer(Some(session.closer()));
         shared.stats.sessions.inc();
+        shared.stats.changed();
         shared.sessions.send_replace(shared.stats.sessions.get());
         info!(consumer = %self.name, "consumer session opened");
 
@@ -229,6 +231,7 @@ impl<S: Source> Consumer<S> {
                 }
                 Event::Received(Ok(Some(batch))) => {
                     shared.stats.received.add(batch.len() as u64);
+                    shared.stats.changed();
                     waiting.extend(batch);
                     last_activity = Instant::now();
                 }
@@ -288,6 +291,7 @@ async fn handle<D: Delivery + 'static, H: Handler<D>>(
             }
         }
     }
+    stats.changed();
 }
 
 /// Resolves once a stop is asked for (or the handle is gone).
@@ -353,8 +357,14 @@ impl ConsumerHandle {
     /// Stops taking deliveries, lets running handlers settle (for up to the
     /// [drain timeout](Consumer::drain_timeout), then aborts them), and closes the session.
     pub async fn shutdown(self) {
-        self.stop.send_replace(true);
+        self.stop();
         self.join().await;
+    }
+
+    /// Asks the consumer to stop, as [`shutdown`](ConsumerHandle::shutdown) does, without
+    /// waiting; [`join`](ConsumerHandle::join) then waits for it.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
     }
 
     /// Waits for the consumer to stop on its own: its source is finished or it was idle for

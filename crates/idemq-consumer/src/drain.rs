@@ -13,6 +13,7 @@ pub(crate) fn joined(joined: Result<(), tokio::task::JoinError>, stats: &Stats) 
     if let Err(e) = joined {
         if e.is_panic() {
             stats.panicked.inc();
+            stats.changed();
             warn!("a handler panicked; its delivery is redelivered");
         }
     }

@@ -3,24 +3,22 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use idemq_core::adapter::Disposition;
+use tokio::sync::Notify;
 
 /// One counter.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
 impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.add(1);
     }
 
-    /// Adds `n`.
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Raises the count to `n` if it is lower.
-    pub fn max(&self, n: u64) {
+    pub(crate) fn max(&self, n: u64) {
         self.0.fetch_max(n, Ordering::Relaxed);
     }
 
@@ -60,11 +58,31 @@ pub struct Stats {
     pub batches: Counter,
     /// The largest batch so far.
     pub largest_batch: Counter,
+    changed: Notify,
 }
 
 impl Stats {
+    /// Wakes whoever waits in [`Stats::wait_until`]; called after each change.
+    pub(crate) fn changed(&self) {
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until `f` holds, looking again after every change.
+    pub async fn wait_until(&self, f: impl Fn(&Stats) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before looking, so a change made after the look still wakes us.
+            changed.as_mut().enable();
+            if f(self) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Counts one settled delivery.
-    pub fn count(&self, disposition: &Disposition) {
+    pub(crate) fn count(&self, disposition: &Disposition) {
         match disposition {
             Disposition::Ack { duplicate: false } => self.processed.inc(),
             Disposition::Ack { duplicate: true } => self.duplicates.inc(),

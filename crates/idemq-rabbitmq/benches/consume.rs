@@ -7,11 +7,12 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use idemq_consumer::run;
 use idemq_core::adapter::RetryPolicy;
 use idemq_core::{Engine, EngineConfig, KeyStrategy, Scope, Store};
 use idemq_rabbitmq::lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use idemq_rabbitmq::lapin::types::FieldTable;
-use idemq_rabbitmq::{connect, AmqpDelivery, Consumer, Outgoing, Publisher, Topology};
+use idemq_rabbitmq::{connect, AmqpDelivery, AmqpSource, Outgoing, Publisher, Topology};
 
 const PREFETCH: u16 = 256;
 const CONCURRENCY: usize = 64;
@@ -84,18 +85,17 @@ async fn idempotent(topology: &Topology, n: usize, store: impl Store) -> Duratio
         KeyStrategy::MessageId,
     );
     let start = Instant::now();
-    let consumer = Consumer::new(uri(), topology.clone(), engine)
+    let consumer = AmqpSource::new(uri(), topology.clone())
         .prefetch(PREFETCH)
+        .consumer()
         .concurrency(CONCURRENCY)
-        .spawn(|d: &AmqpDelivery| {
+        .spawn(run(engine, |d: &AmqpDelivery| {
             let len = d.data().len();
             async move { Ok::<_, String>(len.to_string()) }
-        });
-    while consumer.stats().acked.get() < n as u64 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        }));
+    consumer.stats().wait_until(|s| s.acked() >= n as u64).await;
     let took = start.elapsed();
-    consumer.shutdown().await.unwrap();
+    consumer.shutdown().await;
     let conn = connect(&uri(), "idemq-bench-cleanup").await.unwrap();
     topology
         .delete(&conn.create_channel().await.unwrap())

@@ -11,10 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use idemq_consumer::in_tx;
 use idemq_core::adapter::{HandlerFuture, RetryPolicy};
-use idemq_core::{Engine, EngineConfig, KeyStrategy, Scope};
+use idemq_core::{EngineConfig, KeyStrategy, Scope, TxEngine};
 use idemq_mysql::MySqlStore;
-use idemq_rabbitmq::{in_tx, AmqpDelivery, Consumer, Outgoing, Publisher, Topology};
+use idemq_rabbitmq::{AmqpDelivery, AmqpSource, Outgoing, Publisher, Topology};
 use sqlx::MySqlConnection;
 
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -109,20 +110,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     println!("published 13 messages for 10 orders");
 
-    // The stock service.
-    let engine = Engine::new(
+    // The stock service: the engine is built from the store whose transaction the handler
+    // writes through, so the claim, the stock change and the record commit together.
+    let engine = TxEngine::new(
         store.clone(),
         EngineConfig::new(scope),
         KeyStrategy::MessageId,
     );
-    let consumer = Consumer::new(AMQP, topology, engine)
+    let consumer = AmqpSource::new(AMQP, topology)
         .prefetch(16)
+        .consumer()
         .concurrency(4)
-        .spawn(in_tx(store.clone(), ReduceStock::decode, reduce));
-    while consumer.stats().acked.get() < 13 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    consumer.shutdown().await?;
+        .spawn(in_tx(engine, ReduceStock::decode, reduce));
+    consumer.stats().wait_until(|s| s.acked() >= 13).await;
+    consumer.shutdown().await;
 
     let flows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM example_stock_flow")
         .fetch_one(db)

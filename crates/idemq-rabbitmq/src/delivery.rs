@@ -13,14 +13,12 @@ use lapin::{BasicProperties, Channel};
 use crate::error::AmqpError;
 use crate::headers;
 use crate::publish::{send_confirmed, PERSISTENT};
-use crate::stats::Stats;
 use crate::topology::Topology;
 
 /// What every delivery of one channel shares to settle itself.
 pub(crate) struct Settler {
     pub(crate) channel: Channel,
     pub(crate) topology: Arc<Topology>,
-    pub(crate) stats: Arc<Stats>,
 }
 
 /// One message received from the work queue.
@@ -168,10 +166,7 @@ impl Delivery for AmqpDelivery {
     }
 
     async fn ack(self) -> Result<(), AmqpError> {
-        let stats = self.settler.stats.clone();
-        self.ack_original().await?;
-        stats.acked.inc();
-        Ok(())
+        self.ack_original().await
     }
 
     async fn redeliver(
@@ -199,12 +194,7 @@ impl Delivery for AmqpDelivery {
             // without spending an attempt, never spinning on the work queue.
             None => topology.delay_tier().queue.clone(),
         };
-        self.move_to(&queue, h).await?;
-        match error {
-            Some(_) => settler.stats.retried.inc(),
-            None => settler.stats.redelivered.inc(),
-        }
-        Ok(())
+        self.move_to(&queue, h).await
     }
 
     async fn dead_letter(self, reason: &DeadLetterReason) -> Result<(), AmqpError> {
@@ -224,8 +214,12 @@ impl Delivery for AmqpDelivery {
             headers::set_int(&mut h, headers::FIRST_FAILURE, now);
         }
         headers::set_int(&mut h, headers::LAST_FAILURE, now);
-        self.move_to(topology.dead_letter_queue(), h).await?;
-        settler.stats.dead_lettered.inc();
-        Ok(())
+        if let DeadLetterReason::Conflict { existing, incoming } = reason {
+            headers::set_text(&mut h, headers::EXISTING_FINGERPRINT, &existing.to_hex());
+            if let Some(incoming) = incoming {
+                headers::set_text(&mut h, headers::INCOMING_FINGERPRINT, &incoming.to_hex());
+            }
+        }
+        self.move_to(topology.dead_letter_queue(), h).await
     }
 }

@@ -27,9 +27,6 @@ pub enum AmqpError {
     /// closed).
     #[error("the broker cancelled the consumer")]
     Cancelled,
-    /// A handler panicked; the session is restarted so its delivery comes back.
-    #[error("a handler panicked")]
-    HandlerPanicked,
     /// A queue, exchange or key name is not usable.
     #[error("invalid name {0:?}: {1}")]
     InvalidName(String, &'static str),

@@ -1,22 +1,9 @@
-//! The headers idemq writes, and reading integer headers whatever width they were sent in.
+//! The headers idemq writes (the names every adapter shares), and reading integer headers
+//! whatever width they were sent in.
 
 use lapin::types::{AMQPValue, FieldTable};
 
-/// The attempt number of a retried message, from 1 (absent on the first delivery).
-pub const ATTEMPT: &str = "x-idemq-attempt";
-/// The last handler error of a retried or dead-lettered message.
-pub const ERROR: &str = "x-idemq-error";
-/// Why a message was dead-lettered: `unkeyable`, `undecodable`, `conflict` or
-/// `retries-exhausted` (see [`idemq_core::adapter::DeadLetterReason::kind`]).
-pub const REASON: &str = "x-idemq-reason";
-/// Attempts made before a message was dead-lettered.
-pub const ATTEMPTS: &str = "x-idemq-attempts";
-/// The work queue a dead-lettered message came from.
-pub const ORIGINAL_QUEUE: &str = "x-idemq-original-queue";
-/// Unix milliseconds of the first handler failure.
-pub const FIRST_FAILURE: &str = "x-idemq-first-failure";
-/// Unix milliseconds of the last handler failure (or of the dead-lettering).
-pub const LAST_FAILURE: &str = "x-idemq-last-failure";
+pub use idemq_consumer::headers::*;
 
 /// An integer header, whatever integer type the sender used.
 pub fn int(headers: Option<&FieldTable>, name: &str) -> Option<i64> {

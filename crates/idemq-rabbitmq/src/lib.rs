@@ -5,34 +5,30 @@
 //!   progress elsewhere, and the dead-letter queue.
 //! - [`Publisher`] stamps each message with its key (`message_id`), makes it persistent and
 //!   waits for the broker's confirm.
-//! - [`Consumer`] runs each delivery through the engine with
-//!   [`process`](idemq_core::adapter::process) and settles it as the adapter contract says,
-//!   reconnecting with backoff when the connection drops.
+//! - [`AmqpSource`] is the work queue as a source of the consumer runtime
+//!   ([`idemq_consumer::Consumer`]), which runs each delivery through the engine, settles it
+//!   as the adapter contract says and reconnects with backoff when the connection drops.
+//!   This crate holds only what speaks AMQP: the source, the delivery and its settling, the
+//!   topology and the publisher.
 //!
 //! RabbitMQ has no delayed delivery without a plugin, so delays are queues with a fixed
 //! `x-message-ttl` that dead-letter back into the work queue.
 #![warn(missing_docs)]
 
 mod connect;
-mod consumer;
 mod delivery;
 mod error;
-mod handler;
 pub mod headers;
 mod publish;
 mod publisher;
-mod receiver;
-mod stats;
+mod source;
 mod topology;
 
 pub use connect::{connect, redact};
-pub use consumer::{Consumer, ConsumerHandle};
 pub use delivery::AmqpDelivery;
 pub use error::AmqpError;
-pub use handler::{decoded, in_tx, transactional, Decoded, Handler, InTx, Keyed, Transactional};
 pub use publisher::{Outgoing, Publisher};
-pub use receiver::Receiver;
-pub use stats::{Counter, Stats};
+pub use source::{AmqpSession, AmqpSource};
 pub use topology::{Tier, Topology, MAX_NAME_BYTES};
 
 pub use lapin;

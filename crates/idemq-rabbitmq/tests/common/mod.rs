@@ -62,6 +62,15 @@ pub fn engine(store: impl Store, scope: &str) -> Engine<AmqpDelivery> {
     )
 }
 
+/// A memory-store engine keyed by message id, with a short lease.
+pub fn engine_with_lease(scope: &str, lease: Duration) -> Engine<AmqpDelivery> {
+    Engine::new(
+        MemoryStore::new(),
+        EngineConfig::new(Scope::new(scope).unwrap()).lease(lease),
+        KeyStrategy::MessageId,
+    )
+}
+
 /// A memory-store engine keyed by message id.
 pub fn memory_engine(scope: &str) -> Engine<AmqpDelivery> {
     engine(MemoryStore::new(), scope)
@@ -91,18 +100,6 @@ pub async fn next(watched: &mut RawConsumer) -> Delivery {
         .expect("consumer error");
     d.ack(BasicAckOptions::default()).await.unwrap();
     d
-}
-
-/// Waits (polling, up to 30 s) until `f` holds.
-pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Awaits `fut`; panics after 30 s.
