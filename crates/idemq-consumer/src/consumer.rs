@@ -67,8 +67,10 @@ impl<S: Source> Consumer<S> {
         self
     }
 
-    /// The most deliveries one task claims together (default 32; 1 turns batching off).
-    /// A batch settles when its last handler finishes.
+    /// The most deliveries one task claims together (default 32; 1 turns batching off), for
+    /// handlers that claim in batches ([`Handler::claims_in_batches`]). A batch settles when
+    /// its last handler finishes; a handler that panics takes its batch-mates' settling with
+    /// it (their records are completed first, so their redeliveries are duplicates).
     pub fn batch(mut self, n: usize) -> Self {
         self.batch = n.max(1);
         self
@@ -199,9 +201,14 @@ impl<S: Source> Consumer<S> {
 
         let mut waiting: VecDeque<S::Delivery> = VecDeque::new();
         let mut last_activity = Instant::now();
+        let batch = if handler.claims_in_batches() {
+            self.batch
+        } else {
+            1
+        };
         loop {
             while tasks.len() < self.concurrency && !waiting.is_empty() {
-                let n = waiting.len().min(self.batch);
+                let n = waiting.len().min(batch);
                 let batch: Vec<_> = waiting.drain(..n).collect();
                 tasks.spawn(handle(
                     handler.clone(),

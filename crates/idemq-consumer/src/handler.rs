@@ -28,6 +28,12 @@ pub trait Handler<D: Delivery>: Send + Sync + 'static {
         policy: &RetryPolicy,
     ) -> impl Future<Output = Result<Disposition, D::Error>> + Send;
 
+    /// Whether [`handle_batch`](Handler::handle_batch) claims a batch together. When it does
+    /// not (the default), the consumer gives each delivery a task of its own.
+    fn claims_in_batches(&self) -> bool {
+        false
+    }
+
     /// Runs deliveries received together and settles each; one answer per delivery. The
     /// default handles them side by side, one [`handle`](Handler::handle) each.
     fn handle_batch(
@@ -109,6 +115,10 @@ where
         )
     }
 
+    fn claims_in_batches(&self) -> bool {
+        true
+    }
+
     async fn handle_batch(
         &self,
         deliveries: Vec<D>,
@@ -157,6 +167,10 @@ where
         }
     }
 
+    fn claims_in_batches(&self) -> bool {
+        true
+    }
+
     async fn handle_batch(
         &self,
         deliveries: Vec<D>,
@@ -201,8 +215,7 @@ pub struct InTx<S, D, Dec, F> {
 /// keyed by the engine (failures are dead-lettered as `unkeyable`), then the store claims
 /// the key, runs `f` on the open transaction and marks the key consumed in the same commit
 /// ([`TxEngine::run`]): the effect and the record are applied together or not at all, even
-/// if the process dies mid-handler. Deliveries received together each get their own
-/// transaction, side by side.
+/// if the process dies mid-handler. Each delivery gets its own transaction and its own task.
 pub fn in_tx<S, D, Dec, F>(engine: TxEngine<S, D>, decode: Dec, f: F) -> InTx<S, D, Dec, F> {
     InTx { engine, decode, f }
 }

@@ -1,60 +1,92 @@
-//! The consuming side: concurrent consumer tasks driving deliveries through the engine
-//! ([`idemq_core::adapter::process`]) or, with the record in the business transaction,
-//! through the store's `run_in_tx` and [`idemq_core::adapter::settle`], with injected
-//! handler errors and consumer crashes.
+//! The consuming side: the consumer runtime ([`idemq_consumer::Consumer`]), exactly as a
+//! user's service runs it, with injected handler errors and consumer crashes.
 //!
-//! A crash is modelled as the death of a consumer task before the business transaction
-//! commits: the task drops everything it holds. Its claim is neither completed nor released
-//! (the lease runs out; in the business transaction it is rolled back with the rest), its
-//! delivery is neither acked nor settled (the broker redelivers it after the visibility
-//! timeout), and the business transaction is rolled back. A new task takes the dead one's
-//! place. With `--store same` half the crashes come after the handler's writes, between
-//! its return and the commit.
+//! A crash is the death of a handler task before the business transaction commits: the
+//! handler unwinds ([`std::panic::resume_unwind`], which prints nothing) and drops
+//! everything it holds. Its claim is neither completed nor released (the lease runs out; in
+//! the business transaction it is rolled back with the rest), its delivery is neither acked
+//! nor settled (the broker redelivers it), and the business transaction rolls back. The
+//! runtime contains it as it contains any panicking handler. With `--store same` half the
+//! crashes come after the handler's writes and result, just before the commit.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use idemq_core::adapter::{process, settle, Delivery, Disposition, HandlerFuture, RetryPolicy};
-use idemq_core::{Engine, EngineError, KeyError, KeyStrategy, Message, Outcome};
-use tokio::sync::oneshot;
-use tokio::task::JoinSet;
-use tokio::time::Instant;
+use idemq_consumer::{decoded, in_tx, Consumer, ConsumerHandle, Source, Stats};
+use idemq_core::adapter::{Delivery, HandlerFuture};
+use idemq_core::store::TransactionalStore;
+use idemq_core::{Engine, FingerprintStrategy, KeyError, KeyStrategy, Message, TxEngine};
 
-use super::broker::{Broker, BrokerError, Received};
 use super::chance::Chance;
-use super::dedup::{Dedup, InTx};
+use super::db::{receipt, StockWriter};
+use super::dedup::{with_tx_store, Dedup};
 use super::story::{self, BusinessDb, Fault, HandlerError, Order};
-use super::{DemoError, Topic};
+use super::{DemoConfig, DemoError, Topic};
 use crate::url::BrokerUrl;
-
-/// How long one receive waits before a task looks at the idle clock again.
-const POLL: Duration = Duration::from_millis(250);
 
 /// One in this many injected failures is a crash; the others are handler errors.
 const CRASH_ONE_IN: u64 = 4;
 
-/// Live counts of what the consumers did.
-#[derive(Debug, Default)]
-pub struct Counters {
-    deliveries: AtomicU64,
-    effects_applied: AtomicU64,
-    duplicates_skipped: AtomicU64,
-    deferrals: AtomicU64,
-    retries: AtomicU64,
-    dead_lettered: AtomicU64,
+/// What a crashing handler unwinds with.
+struct InjectedCrash;
+
+/// The fault injection, shared by every handler of one consumer.
+pub struct Faults {
+    failures: f64,
+    max_attempts: u32,
+    in_tx: bool,
+    chance: Mutex<Chance>,
     crashes: AtomicU64,
     crashes_after_write: AtomicU64,
-    acked: AtomicU64,
-    in_tx: AtomicBool,
 }
 
-/// A snapshot of [`Counters`].
+impl Faults {
+    fn new(cfg: &DemoConfig, in_tx: bool) -> Self {
+        Self {
+            failures: cfg.failures,
+            max_attempts: cfg.timing.retry.max_attempts,
+            in_tx,
+            chance: Mutex::new(Chance::fork(cfg.seed, 0)),
+            crashes: AtomicU64::new(0),
+            crashes_after_write: AtomicU64::new(0),
+        }
+    }
+
+    /// The fault for one handler run. Faults are transient: the last attempt the retry
+    /// policy allows always succeeds, so no order is dead-lettered by bad luck alone.
+    /// With the record in the business transaction, half the crashes come after the
+    /// handler's writes, before the commit.
+    fn roll(&self, attempt: u32) -> Fault {
+        let mut chance = self.chance.lock().unwrap_or_else(|e| e.into_inner());
+        if attempt >= self.max_attempts || !chance.happens(self.failures) {
+            Fault::None
+        } else if chance.below(CRASH_ONE_IN) != 0 {
+            Fault::Error
+        } else if self.in_tx && chance.happens(0.5) {
+            Fault::CrashAfterWrite
+        } else {
+            Fault::Crash
+        }
+    }
+
+    /// Dies here: the handler task unwinds without a word.
+    fn crash(&self, fault: Fault) -> ! {
+        let counter = match fault {
+            Fault::CrashAfterWrite => &self.crashes_after_write,
+            _ => &self.crashes,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        std::panic::resume_unwind(Box::new(InjectedCrash))
+    }
+}
+
+/// A snapshot of what a consumer did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     /// Deliveries received.
     pub deliveries: u64,
-    /// Business transactions committed.
+    /// Business transactions committed and recorded.
     pub effects_applied: u64,
     /// Deliveries acked without running the handler: the key was consumed already.
     pub duplicates_skipped: u64,
@@ -64,10 +96,10 @@ pub struct Tally {
     pub retries: u64,
     /// Deliveries dead-lettered.
     pub dead_lettered: u64,
-    /// Consumer tasks that died in the handler, after writing and before the commit.
+    /// Handler tasks that died in the handler, after writing and before the commit.
     pub crashes: u64,
-    /// Consumer tasks that died after the handler's writes returned, before the commit
-    /// that also marks the key (only with the record in the business transaction).
+    /// Handler tasks that died after the handler's writes returned, before the commit that
+    /// also marks the key (only with the record in the business transaction).
     pub crashes_after_write: u64,
     /// Deliveries acked (the broker may still lose some of these acks).
     pub acked: u64,
@@ -75,322 +107,169 @@ pub struct Tally {
     pub in_tx: bool,
 }
 
-impl Counters {
-    /// The counts so far.
-    pub fn tally(&self) -> Tally {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Tally {
-            deliveries: get(&self.deliveries),
-            effects_applied: get(&self.effects_applied),
-            duplicates_skipped: get(&self.duplicates_skipped),
-            deferrals: get(&self.deferrals),
-            retries: get(&self.retries),
-            dead_lettered: get(&self.dead_lettered),
-            crashes: get(&self.crashes),
-            crashes_after_write: get(&self.crashes_after_write),
-            acked: get(&self.acked),
-            in_tx: self.in_tx.load(Ordering::Relaxed),
+impl Tally {
+    /// The counts of a consumer's runtime stats and its faults.
+    pub fn of(stats: &Stats, faults: &Faults) -> Self {
+        Self {
+            deliveries: stats.received.get(),
+            effects_applied: stats.processed.get(),
+            duplicates_skipped: stats.duplicates.get(),
+            deferrals: stats.redelivered.get(),
+            retries: stats.retried.get(),
+            dead_lettered: stats.dead_lettered.get(),
+            crashes: faults.crashes.load(Ordering::Relaxed),
+            crashes_after_write: faults.crashes_after_write.load(Ordering::Relaxed),
+            acked: stats.acked(),
+            in_tx: faults.in_tx,
         }
     }
+}
 
-    fn bump(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
+/// A running demo consumer: the runtime's handle and the faults it injects.
+pub struct Running {
+    /// The runtime consumer.
+    pub handle: ConsumerHandle,
+    /// Its fault injection.
+    pub faults: Arc<Faults>,
+}
+
+impl Running {
+    /// Waits for the consumer to stop on its own (its source finished, or idle long
+    /// enough), then returns its counts.
+    pub async fn finish(self) -> Tally {
+        let stats = self.handle.stats().clone();
+        self.handle.join().await;
+        Tally::of(&stats, &self.faults)
     }
 }
 
-/// How a consumer records keys: see [`super::dedup`].
-enum Mode<D> {
-    /// The engine around the handler's own transaction.
-    Separate(Engine<D>),
-    /// The store's `run_in_tx`; the engine over the same store keys each delivery.
-    InTx {
-        store: Arc<dyn InTx>,
-        engine: Engine<D>,
-    },
-}
-
-/// Everything the consumer tasks share.
-pub struct Consumer<B: Broker> {
-    broker: Arc<B>,
-    mode: Mode<B::Delivery>,
+/// Starts the story's consumer on `source`: `cfg.consumers` handlers at once, recording
+/// keys as `dedup` says, stopping once idle for `idle_exit` (or when the source finishes).
+pub fn spawn<S: Source>(
+    source: S,
+    dedup: Dedup,
     db: BusinessDb,
-    topic: Topic,
-    policy: RetryPolicy,
-    failures: f64,
+    cfg: &DemoConfig,
     idle_exit: Option<Duration>,
-    counters: Arc<Counters>,
-    started: Instant,
-    // Milliseconds after `started` of the last delivery, for the idle exit.
-    last_activity: AtomicU64,
+) -> Result<Running, DemoError> {
+    let config = cfg.engine_config()?;
+    // One delivery per task: an injected crash is a panic, which takes its task down, and
+    // the tally counts what each task settled.
+    let consumer = Consumer::new(source, cfg.timing.retry.clone())
+        .concurrency(cfg.consumers)
+        .batch(1)
+        .idle_exit(idle_exit)
+        .name(format!("idemq-demo.{}", cfg.topic));
+    let keys = KeyStrategy::business(story::order_key::<S::Delivery>);
+    let in_tx = matches!(dedup, Dedup::InTx(_));
+    let faults = Arc::new(Faults::new(cfg, in_tx));
+    let topic = cfg.topic.clone();
+    let handle = match dedup {
+        Dedup::Separate(store) => {
+            let engine = Engine::with_shared_store(store, config, keys)
+                .fingerprint(FingerprintStrategy::extract(order_fingerprint));
+            separate(consumer, engine, db, topic, faults.clone())
+        }
+        Dedup::InTx(tx) => with_tx_store!(tx, |store| {
+            let engine = TxEngine::new(store, config, keys)
+                .fingerprint(FingerprintStrategy::extract(order_fingerprint));
+            in_business_tx(consumer, engine, topic, faults.clone())
+        }),
+    };
+    Ok(Running { handle, faults })
 }
 
-impl<B: Broker> Consumer<B> {
-    /// A consumer of `cfg.topic` on `broker`, recording keys as `dedup` says.
-    pub fn new(
-        broker: Arc<B>,
-        dedup: Dedup,
-        db: BusinessDb,
-        cfg: &super::DemoConfig,
-    ) -> Result<Self, DemoError> {
-        let config = cfg.engine_config()?;
-        let keys = KeyStrategy::business(story::order_key::<B::Delivery>);
-        let counters = Arc::new(Counters::default());
-        let mode = match dedup {
-            Dedup::Separate(store) => {
-                Mode::Separate(Engine::with_shared_store(store, config, keys))
-            }
-            Dedup::InTx(store) => {
-                counters.in_tx.store(true, Ordering::Relaxed);
-                let engine = Engine::with_shared_store(store.clone(), config, keys);
-                Mode::InTx { store, engine }
-            }
-        };
-        Ok(Self {
-            broker,
-            mode,
-            db,
-            topic: cfg.topic.clone(),
-            policy: cfg.timing.retry.clone(),
-            failures: cfg.failures,
-            idle_exit: None,
-            counters,
-            started: Instant::now(),
-            last_activity: AtomicU64::new(0),
-        })
-    }
-
-    /// Makes the consumers stop once nothing was delivered for `idle`.
-    pub fn idle_exit(mut self, idle: Option<Duration>) -> Self {
-        self.idle_exit = idle;
-        self
-    }
-
-    /// The live counters.
-    pub fn counters(&self) -> Arc<Counters> {
-        self.counters.clone()
-    }
-
-    /// Runs `tasks` consumer tasks until the broker is closed and drained (or idle long
-    /// enough), replacing each task that crashes. Returns the final counts.
-    pub async fn run(self: Arc<Self>, tasks: usize, seed: u64) -> Result<Tally, DemoError> {
-        let mut set = JoinSet::new();
-        let mut spawned = 0u64;
-        let mut spawn = |set: &mut JoinSet<_>| {
-            let me = self.clone();
-            let chance = Chance::fork(seed, spawned);
-            spawned += 1;
-            set.spawn(async move { me.worker(chance).await });
-        };
-        for _ in 0..tasks {
-            spawn(&mut set);
-        }
-        while let Some(joined) = set.join_next().await {
-            match joined.expect("consumer tasks do not panic") {
-                Ok(Exit::Crashed) => spawn(&mut set),
-                Ok(Exit::Done) => {}
-                Err(e) => {
-                    set.abort_all();
-                    return Err(e.into());
-                }
-            }
-        }
-        Ok(self.counters.tally())
-    }
-
-    async fn worker(&self, mut chance: Chance) -> Result<Exit, BrokerError> {
-        loop {
-            let delivery = match self.broker.recv(POLL).await? {
-                Received::Delivery(d) => d,
-                Received::Closed => return Ok(Exit::Done),
-                Received::Idle => match self.idle_exit {
-                    Some(idle) if self.idle_for() >= idle => return Ok(Exit::Done),
-                    _ => continue,
-                },
-            };
-            Counters::bump(&self.counters.deliveries);
-            self.touch();
-            let fault = self.roll(&mut chance, delivery.attempt());
-            let (crash_tx, crash_rx) = oneshot::channel();
-            let settled = match &self.mode {
-                Mode::Separate(engine) => {
-                    let applied = Arc::new(AtomicBool::new(false));
-                    let handler = reduce_stock::<B::Delivery>(
-                        self.db.clone(),
-                        self.topic.clone(),
-                        fault,
-                        applied.clone(),
-                        crash_tx,
-                    );
-                    tokio::select! {
-                        settled = process(engine, delivery, &self.policy, handler) => {
-                            Some((settled, applied.load(Ordering::Relaxed)))
-                        }
-                        Ok(()) = crash_rx => None,
-                    }
-                }
-                Mode::InTx { store, engine } => {
-                    let run = self.in_tx(&**store, engine, &delivery, fault, crash_tx);
-                    tokio::select! {
-                        // Looked at first, so a crash asked for by the handler is taken before
-                        // the store's future is polled again.
-                        biased;
-                        Ok(()) = crash_rx => None,
-                        result = run => {
-                            let applied = matches!(result, Ok(Outcome::Processed { .. }));
-                            Some((settle(delivery, &result, &self.policy).await, applied))
-                        }
-                    }
-                }
-            };
-            match settled {
-                Some((settled, applied)) => {
-                    let disposition = settled.map_err(|e| BrokerError(Box::new(e)))?;
-                    self.count(&disposition, applied);
-                }
-                // The handler crashed: this task dies here, dropping the engine's or the
-                // store's future (no complete, no release, no heartbeat, no commit) and the
-                // delivery (no ack).
-                None => {
-                    let c = &self.counters;
-                    Counters::bump(match fault {
-                        Fault::CrashAfterWrite => &c.crashes_after_write,
-                        _ => &c.crashes,
-                    });
-                    return Ok(Exit::Crashed);
-                }
-            }
-        }
-    }
-
-    /// The run of one delivery in the business transaction, keyed and fingerprinted by the
-    /// engine, so both paths share one record per order.
-    fn in_tx<'a>(
-        &self,
-        store: &'a dyn InTx,
-        engine: &'a Engine<B::Delivery>,
-        delivery: &B::Delivery,
-        fault: Fault,
-        crash: oneshot::Sender<()>,
-    ) -> impl std::future::Future<Output = Result<Outcome<HandlerError>, EngineError>> + 'a {
-        let prepared = engine.identify(delivery).and_then(|(key, fingerprint)| {
-            let order = Order::decode(delivery.payload())
-                .map_err(|e| KeyError::Extractor(e.to_string()))?;
-            Ok((key.key, fingerprint, order))
-        });
-        let topic = self.topic.clone();
-        async move {
-            let (key, fingerprint, order) = prepared?;
-            store
-                .reduce_stock(
-                    engine.config(),
-                    key,
-                    fingerprint,
-                    topic,
-                    order,
-                    fault,
-                    crash,
-                )
-                .await
-        }
-    }
-
-    /// The fault for one handler run. Faults are transient: the last attempt the retry
-    /// policy allows always succeeds, so no order is dead-lettered by bad luck alone.
-    /// With the record in the business transaction, half the crashes come after the
-    /// handler's writes, before the commit.
-    fn roll(&self, chance: &mut Chance, attempt: u32) -> Fault {
-        if attempt >= self.policy.max_attempts || !chance.happens(self.failures) {
-            Fault::None
-        } else if chance.below(CRASH_ONE_IN) != 0 {
-            Fault::Error
-        } else if matches!(self.mode, Mode::InTx { .. }) && chance.happens(0.5) {
-            Fault::CrashAfterWrite
-        } else {
-            Fault::Crash
-        }
-    }
-
-    fn count(&self, disposition: &Disposition, applied: bool) {
-        let c = &self.counters;
-        if applied {
-            Counters::bump(&c.effects_applied);
-        }
-        match disposition {
-            Disposition::Ack => {
-                Counters::bump(&c.acked);
-                if !applied {
-                    Counters::bump(&c.duplicates_skipped);
-                }
-            }
-            Disposition::Redeliver { .. } => Counters::bump(&c.deferrals),
-            Disposition::Retry { .. } => Counters::bump(&c.retries),
-            Disposition::DeadLetter(_) => Counters::bump(&c.dead_lettered),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = self.started.elapsed().as_millis() as u64;
-        self.last_activity.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_activity.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last)
-    }
+/// The order a message carries, in one canonical form: a producer's resend with another
+/// serializer (spacing, field order) fingerprints the same.
+fn order_fingerprint<M: Message>(msg: &M) -> Result<Vec<u8>, KeyError> {
+    let order = Order::decode(msg.payload()).map_err(|e| KeyError::Extractor(e.to_string()))?;
+    Ok(order.encode().to_vec())
 }
 
-/// How a consumer task ended.
-enum Exit {
-    /// The queue is closed and drained, or idle long enough.
-    Done,
-    /// The task died in the handler.
-    Crashed,
+fn decode<D: Delivery>(d: &D) -> Result<Order, String> {
+    Order::decode(d.payload()).map_err(|e| e.to_string())
 }
 
-/// The handler given to [`process`]: decode the order and reduce its stock. On an
-/// injected crash it tells its task to die and never returns.
-fn reduce_stock<D: Delivery>(
+/// The handler with its own transaction, under the engine's claim.
+fn separate<S: Source>(
+    consumer: Consumer<S>,
+    engine: Engine<S::Delivery>,
     db: BusinessDb,
     topic: Topic,
-    fault: Fault,
-    applied: Arc<AtomicBool>,
-    crash: oneshot::Sender<()>,
-) -> impl for<'a> FnOnce(&'a D) -> HandlerFuture<'a, String, HandlerError> {
-    move |delivery: &D| -> HandlerFuture<'_, String, HandlerError> {
+    faults: Arc<Faults>,
+) -> ConsumerHandle {
+    consumer.spawn(decoded(
+        engine,
+        decode::<S::Delivery>,
+        move |order: Order, d: &S::Delivery| {
+            let fault = faults.roll(d.attempt());
+            let (db, topic, faults) = (db.clone(), topic.clone(), faults.clone());
+            async move {
+                let crash_before_commit = match fault {
+                    Fault::Error => Some(HandlerError::Injected),
+                    Fault::Crash => Some(HandlerError::Crashed),
+                    // Never rolled for a separate store: there it would apply the order twice.
+                    Fault::None | Fault::CrashAfterWrite => None,
+                };
+                match db.reduce_stock(&topic, &order, crash_before_commit).await {
+                    Err(HandlerError::Crashed) => faults.crash(fault),
+                    done => done,
+                }
+            }
+        },
+    ))
+}
+
+/// The handler writing in the store's transaction, through the runtime's `in_tx`.
+fn in_business_tx<St, S>(
+    consumer: Consumer<S>,
+    engine: TxEngine<St, S::Delivery>,
+    topic: Topic,
+    faults: Arc<Faults>,
+) -> ConsumerHandle
+where
+    St: TransactionalStore + Sync,
+    St::Conn: StockWriter,
+    S: Source,
+{
+    let rolls = faults.clone();
+    let decode = move |d: &S::Delivery| Ok((decode(d)?, rolls.roll(d.attempt())));
+    consumer.spawn(in_tx(engine, decode, writes::<St::Conn>(topic, faults)))
+}
+
+/// The handler on the store's open transaction.
+fn writes<C: StockWriter>(
+    topic: Topic,
+    faults: Arc<Faults>,
+) -> impl for<'t> Fn((Order, Fault), &'t mut C) -> HandlerFuture<'t, String, HandlerError>
+       + Send
+       + Sync
+       + 'static {
+    move |(order, fault): (Order, Fault), conn: &mut C| -> HandlerFuture<'_, String, HandlerError> {
+        let (topic, faults) = (topic.clone(), faults.clone());
         Box::pin(async move {
-            let order = Order::decode(delivery.payload())?;
-            let crash_before_commit = match fault {
-                Fault::Error => Some(HandlerError::Injected),
-                Fault::Crash => Some(HandlerError::Crashed),
-                // Never rolled for a separate store: there it would apply the order twice.
-                Fault::None | Fault::CrashAfterWrite => None,
-            };
-            match db.reduce_stock(&topic, &order, crash_before_commit).await {
-                Ok(left) => {
-                    applied.store(true, Ordering::Relaxed);
-                    Ok(left)
-                }
-                Err(HandlerError::Crashed) => {
-                    let _ = crash.send(());
-                    std::future::pending().await
-                }
-                Err(e) => Err(e),
+            let left = conn.reduce(&topic, &order).await?;
+            match fault {
+                Fault::None => Ok(receipt(&order, left)),
+                Fault::Error => Err(HandlerError::Injected),
+                // The writes are done (and, after write, the result too): dying here, before
+                // the store marks the key and commits, loses them with the claim.
+                Fault::Crash | Fault::CrashAfterWrite => faults.crash(fault),
             }
         })
     }
 }
 
 /// `demo consume`: consumes from the broker `cfg.broker` names until it is idle for
-/// `idle_exit` (or forever). Broker adapters plug in here, each with its own [`Broker`].
-pub async fn consume_on(
-    cfg: &super::DemoConfig,
-    idle_exit: Option<Duration>,
-) -> Result<Tally, DemoError> {
+/// `idle_exit` (or forever). Broker adapters plug in here, each with its own source.
+pub async fn consume_on(cfg: &DemoConfig, idle_exit: Option<Duration>) -> Result<Tally, DemoError> {
     cfg.validate()?;
     match &cfg.broker {
         BrokerUrl::Memory => Err(DemoError::NeedsRealBroker { command: "consume" }),
         BrokerUrl::Amqp(url) => {
+            use super::broker::Broker as _;
             let prefetch = u16::try_from(cfg.consumers * 2).unwrap_or(u16::MAX);
+            // Connects the publisher side: a broker that is down is reported at once.
             let broker = super::broker::amqp::AmqpBroker::connect(
                 url,
                 &cfg.topic,
@@ -398,11 +277,10 @@ pub async fn consume_on(
                 prefetch,
             )
             .await?;
-            broker.start_receiving().await?;
             let db = BusinessDb::open(&cfg.db, cfg.consumers as u32 + 1).await?;
             let dedup = Dedup::open(&cfg.store, &db).await?;
-            let consumer = Consumer::new(Arc::new(broker), dedup, db, cfg)?.idle_exit(idle_exit);
-            Ok(Arc::new(consumer).run(cfg.consumers, cfg.seed).await?)
+            let running = spawn(broker.source(), dedup, db, cfg, idle_exit)?;
+            Ok(running.finish().await)
         }
         other => Err(super::broker::not_plugged_in(other)),
     }

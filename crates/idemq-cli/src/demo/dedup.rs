@@ -8,24 +8,21 @@
 //!   business database claims the key, runs the handler's writes and marks the key consumed
 //!   in one transaction ([`TransactionalStore::run_in_tx`]). A crash anywhere before that
 //!   one commit loses all of it, and the redelivery runs the handler again. A tiered store
-//!   with `durable=same` does the same behind its Redis tier.
+//!   with `durable=same` does the same behind its Redis tier. The consumer's handler is the
+//!   runtime's [`in_tx`](idemq_consumer::in_tx), as in a user's service.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use idemq_core::adapter::HandlerFuture;
-use idemq_core::store::{StoreError, TransactionalStore};
-use idemq_core::{EngineConfig, EngineError, Fingerprint, IdempotencyKey, Outcome, Store};
+use idemq_core::store::StoreError;
+use idemq_core::Store;
 use idemq_mysql::MySqlStore;
 use idemq_postgres::PgStore;
+use idemq_redis::RedisStore;
 use idemq_sqlite::SqliteStore;
 use idemq_tiered::TieredStore;
-use tokio::sync::oneshot;
 
-use super::db::{receipt, BusinessDb, StockWriter};
-use super::story::{Fault, HandlerError, Order};
-use super::{DemoError, Topic};
+use super::db::BusinessDb;
+use super::DemoError;
 use crate::url::{StoreUrl, UrlError};
 
 /// How the consumers record consumed keys.
@@ -34,8 +31,43 @@ pub enum Dedup {
     /// A store apart from the business database, driven by the engine.
     Separate(Arc<dyn Store>),
     /// A store in the business database, written in the handler's transaction.
-    InTx(Arc<dyn InTx>),
+    InTx(TxStore),
 }
+
+/// A [`TransactionalStore`](idemq_core::store::TransactionalStore) over the business
+/// database, by kind: the consumer is built for the concrete store, so the store whose
+/// transaction the handler writes through is the one that claims
+/// ([`TxEngine`](idemq_core::TxEngine)).
+#[derive(Clone)]
+pub enum TxStore {
+    /// The SQLite store in the business file.
+    Sqlite(Arc<SqliteStore>),
+    /// The MySQL/MariaDB store in the business database.
+    Mysql(Arc<MySqlStore>),
+    /// The PostgreSQL store in the business database.
+    Postgres(Arc<PgStore>),
+    /// Redis in front of the SQLite store.
+    TieredSqlite(Arc<TieredStore<RedisStore, SqliteStore>>),
+    /// Redis in front of the MySQL/MariaDB store.
+    TieredMysql(Arc<TieredStore<RedisStore, MySqlStore>>),
+    /// Redis in front of the PostgreSQL store.
+    TieredPostgres(Arc<TieredStore<RedisStore, PgStore>>),
+}
+
+/// Runs `$body` with `$store` bound to the concrete store of a [`TxStore`].
+macro_rules! with_tx_store {
+    ($tx:expr, |$store:ident| $body:expr) => {
+        match $tx {
+            $crate::demo::dedup::TxStore::Sqlite($store) => $body,
+            $crate::demo::dedup::TxStore::Mysql($store) => $body,
+            $crate::demo::dedup::TxStore::Postgres($store) => $body,
+            $crate::demo::dedup::TxStore::TieredSqlite($store) => $body,
+            $crate::demo::dedup::TxStore::TieredMysql($store) => $body,
+            $crate::demo::dedup::TxStore::TieredPostgres($store) => $body,
+        }
+    };
+}
+pub(crate) use with_tx_store;
 
 impl Dedup {
     /// Opens the store `url` names; `same` and `durable=same` are built on `db`'s pool.
@@ -47,22 +79,29 @@ impl Dedup {
         };
         match url {
             StoreUrl::Same => Ok(Self::InTx(match db {
-                BusinessDb::Sqlite(pool) => Arc::new(sqlite(pool).await.map_err(failed)?),
-                BusinessDb::Mysql(pool) => Arc::new(mysql(pool).await.map_err(failed)?),
-                BusinessDb::Postgres(pool) => Arc::new(postgres(pool).await.map_err(failed)?),
+                BusinessDb::Sqlite(pool) => {
+                    TxStore::Sqlite(Arc::new(sqlite(pool).await.map_err(failed)?))
+                }
+                BusinessDb::Mysql(pool) => {
+                    TxStore::Mysql(Arc::new(mysql(pool).await.map_err(failed)?))
+                }
+                BusinessDb::Postgres(pool) => {
+                    TxStore::Postgres(Arc::new(postgres(pool).await.map_err(failed)?))
+                }
             })),
             StoreUrl::Tiered { cache, durable } if **durable == StoreUrl::Same => {
                 let cache = cache.open_redis().await?;
                 Ok(Self::InTx(match db {
-                    BusinessDb::Sqlite(pool) => {
-                        Arc::new(TieredStore::new(cache, sqlite(pool).await.map_err(failed)?))
-                    }
-                    BusinessDb::Mysql(pool) => {
-                        Arc::new(TieredStore::new(cache, mysql(pool).await.map_err(failed)?))
-                    }
-                    BusinessDb::Postgres(pool) => Arc::new(TieredStore::new(
+                    BusinessDb::Sqlite(pool) => TxStore::TieredSqlite(Arc::new(TieredStore::new(
                         cache,
-                        postgres(pool).await.map_err(failed)?,
+                        sqlite(pool).await.map_err(failed)?,
+                    ))),
+                    BusinessDb::Mysql(pool) => TxStore::TieredMysql(Arc::new(TieredStore::new(
+                        cache,
+                        mysql(pool).await.map_err(failed)?,
+                    ))),
+                    BusinessDb::Postgres(pool) => TxStore::TieredPostgres(Arc::new(
+                        TieredStore::new(cache, postgres(pool).await.map_err(failed)?),
                     )),
                 }))
             }
@@ -88,82 +127,4 @@ async fn postgres(pool: &sqlx::PgPool) -> Result<PgStore, StoreError> {
     let store = PgStore::from_pool(pool.clone(), idemq_postgres::DEFAULT_TABLE)?;
     store.migrate().await?;
     Ok(store)
-}
-
-/// The future of [`InTx::reduce_stock`].
-pub type TxFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Outcome<HandlerError>, EngineError>> + Send + 'a>>;
-
-/// A transactional store over the business database, running the story's handler.
-///
-/// Implemented for every [`TransactionalStore`] whose connection the handler can write
-/// through, so the consumer holds one `Arc<dyn InTx>` whatever the database.
-pub trait InTx: Store {
-    /// Runs the handler for `order` in the store's transaction
-    /// ([`TransactionalStore::run_in_tx`]), with `fault` injected: on a crash the handler
-    /// sends on `crash` once its writes are done and the consumer drops this future before
-    /// the commit.
-    #[allow(clippy::too_many_arguments)]
-    fn reduce_stock<'a>(
-        &'a self,
-        config: &'a EngineConfig,
-        key: IdempotencyKey,
-        fingerprint: Option<Fingerprint>,
-        topic: Topic,
-        order: Order,
-        fault: Fault,
-        crash: oneshot::Sender<()>,
-    ) -> TxFuture<'a>;
-}
-
-impl<S> InTx for S
-where
-    S: TransactionalStore,
-    S::Conn: StockWriter,
-{
-    fn reduce_stock<'a>(
-        &'a self,
-        config: &'a EngineConfig,
-        key: IdempotencyKey,
-        fingerprint: Option<Fingerprint>,
-        topic: Topic,
-        order: Order,
-        fault: Fault,
-        crash: oneshot::Sender<()>,
-    ) -> TxFuture<'a> {
-        let handler = handler::<S::Conn>(topic, order, fault, crash);
-        Box::pin(self.run_in_tx(config, key, fingerprint, handler))
-    }
-}
-
-/// The handler on the store's open transaction. It owns what it needs: the store may hold
-/// it for any lifetime of the connection.
-fn handler<C: StockWriter>(
-    topic: Topic,
-    order: Order,
-    fault: Fault,
-    crash: oneshot::Sender<()>,
-) -> impl for<'t> FnOnce(&'t mut C) -> HandlerFuture<'t, String, HandlerError> + Send {
-    move |conn: &mut C| -> HandlerFuture<'_, String, HandlerError> {
-        Box::pin(async move {
-            let left = conn.reduce(&topic, &order).await?;
-            match fault {
-                Fault::None => Ok(receipt(&order, left)),
-                Fault::Error => Err(HandlerError::Injected),
-                Fault::Crash => {
-                    let _ = crash.send(());
-                    std::future::pending().await
-                }
-                // The writes are done and the result is ready. Yield once so the consumer
-                // (which looks at `crash` first) dies before this returns: had it returned,
-                // the store could reach its COMMIT in the same poll, and the crash would
-                // land after the commit instead of before it.
-                Fault::CrashAfterWrite => {
-                    let _ = crash.send(());
-                    tokio::task::yield_now().await;
-                    Ok(receipt(&order, left))
-                }
-            }
-        })
-    }
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::broker::memory::{MemoryBroker, MemoryFaults};
+use super::broker::Broker as _;
 use super::check::check;
-use super::consume::Consumer;
+use super::consume;
 use super::dedup::Dedup;
 use super::produce::produce;
 use super::report::{progress, RunReport};
@@ -33,6 +34,7 @@ pub async fn run(cfg: &DemoConfig) -> Result<RunReport, DemoError> {
         lost_acks: cfg.lost_acks,
         visibility: cfg.timing.visibility,
         seed: cfg.seed,
+        prefetch: cfg.consumers * 2,
     }));
     let started = Instant::now();
     let plan = produce(&*broker, &db, cfg).await?;
@@ -49,11 +51,10 @@ pub async fn run(cfg: &DemoConfig) -> Result<RunReport, DemoError> {
             }
         })
     };
-    let consumer = Arc::new(Consumer::new(broker.clone(), dedup, db.clone(), cfg)?);
-    let tally = consumer.run(cfg.consumers, cfg.seed).await;
+    let running = consume::spawn(broker.source(), dedup, db.clone(), cfg, None)?;
+    let tally = running.finish().await;
     ticker.abort();
     bar.finish_and_clear();
-    let tally = tally?;
     let elapsed = started.elapsed();
 
     Ok(RunReport {

@@ -3,9 +3,11 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use futures_util::future::join_all;
+use futures_util::FutureExt;
 use metrics::{counter, histogram};
 use tracing::{warn, Instrument};
 
@@ -33,6 +35,9 @@ impl<M: Message> Engine<M> {
     /// heartbeats and fencing unchanged. Copies of one key in the batch run once: the store
     /// answers the later copies "in progress" (the first copy holds the claim), and once the
     /// first copy's record is consumed they answer as its duplicates.
+    ///
+    /// A handler that panics leaves its claim to its lease, as a crash would; the others
+    /// are completed or released first, then the panic goes on.
     pub async fn run_batch<F, Fut, T, E>(
         &self,
         msgs: &[M],
@@ -120,7 +125,9 @@ impl<M: Message> Engine<M> {
             let started = Instant::now();
             let fut = self.with_heartbeat(&reqs[*r].key, o.token, handler(o.index));
             async move {
-                let value = fut.await;
+                // A panic is held until the batch-mates are settled in the store: dying at
+                // once would leave a batch-mate whose effect is done uncompleted.
+                let value = AssertUnwindSafe(fut).catch_unwind().await;
                 histogram!(m::HANDLER_SECONDS, "scope" => self.scope()).record(started.elapsed());
                 value
             }
@@ -129,7 +136,17 @@ impl<M: Message> Engine<M> {
 
         let mut done = Vec::new();
         let mut failed = Vec::new();
+        let mut panicked = None;
         for ((r, o), result) in owned.into_iter().zip(results) {
+            let result = match result {
+                Ok(result) => result,
+                // As a crash would: the claim is left to its lease, neither completed nor
+                // released.
+                Err(payload) => {
+                    panicked.get_or_insert(payload);
+                    continue;
+                }
+            };
             match result {
                 Ok(value) => {
                     counter!(m::HANDLED, "scope" => self.scope(), "result" => "ok").increment(1);
@@ -168,6 +185,9 @@ impl<M: Message> Engine<M> {
                 }
                 Err(e) => Err(e),
             });
+        }
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
         }
         // A later copy of a key this batch consumed was told "in progress" by its own first
         // copy's claim; a claim made now would answer "done".

@@ -6,18 +6,18 @@
 //! task is requeued at once. A consumer process that dies loses its connection, and the
 //! broker redelivers whatever it had not acked.
 
-use std::time::Duration;
-
 use idemq_core::adapter::RetryPolicy;
-use idemq_rabbitmq::{AmqpDelivery, Publisher, Receiver, Topology};
+use idemq_rabbitmq::{AmqpSource, Publisher, Topology};
 
-use super::{Broker, BrokerError, Outgoing, Received};
+use super::{Broker, BrokerError, Outgoing};
 use crate::demo::Topic;
 
-/// The demo's RabbitMQ: a publisher and a receiver on the topic's queue.
+/// The demo's RabbitMQ: a publisher, and sources for consumers of the topic's queue.
 pub struct AmqpBroker {
     publisher: Publisher,
-    receiver: Receiver,
+    url: String,
+    topology: Topology,
+    prefetch: u16,
 }
 
 fn broker_error(e: idemq_rabbitmq::AmqpError) -> BrokerError {
@@ -26,8 +26,7 @@ fn broker_error(e: idemq_rabbitmq::AmqpError) -> BrokerError {
 
 impl AmqpBroker {
     /// Connects to `url` (`amqp://user:pass@host:port/vhost`) and declares the topic's
-    /// queues; fails at once when RabbitMQ cannot be reached. Receiving starts with the
-    /// first receive, or with [`AmqpBroker::start_receiving`].
+    /// queues; fails at once when RabbitMQ cannot be reached.
     pub async fn connect(
         url: &str,
         topic: &Topic,
@@ -39,21 +38,17 @@ impl AmqpBroker {
         let publisher = Publisher::connect(url, &topology)
             .await
             .map_err(broker_error)?;
-        let receiver = Receiver::new(url, topology).prefetch(prefetch);
         Ok(Self {
             publisher,
-            receiver,
+            url: url.to_owned(),
+            topology,
+            prefetch,
         })
-    }
-
-    /// Starts consuming the queue now, so a broker that went away is reported at once.
-    pub async fn start_receiving(&self) -> Result<(), BrokerError> {
-        self.receiver.open().await.map_err(broker_error)
     }
 }
 
 impl Broker for AmqpBroker {
-    type Delivery = AmqpDelivery;
+    type Source = AmqpSource;
 
     /// Publishes with a broker confirm. RabbitMQ has no delayed first delivery without a
     /// plugin, so `delay` is not applied.
@@ -66,16 +61,7 @@ impl Broker for AmqpBroker {
             .map_err(broker_error)
     }
 
-    /// A lost connection reads as an idle wait: the next receive reconnects.
-    async fn recv(&self, wait: Duration) -> Result<Received<AmqpDelivery>, BrokerError> {
-        match self.receiver.recv(wait).await {
-            Ok(Some(d)) => Ok(Received::Delivery(d)),
-            Ok(None) => Ok(Received::Idle),
-            Err(e) => {
-                tracing::warn!(error = %e, "RabbitMQ receive failed; reconnecting");
-                tokio::time::sleep(wait).await;
-                Ok(Received::Idle)
-            }
-        }
+    fn source(&self) -> AmqpSource {
+        AmqpSource::new(self.url.clone(), self.topology.clone()).prefetch(self.prefetch)
     }
 }

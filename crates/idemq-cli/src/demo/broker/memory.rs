@@ -4,20 +4,53 @@
 //! then — its consumer crashed, or its ack was lost — it is delivered again. Acks are lost
 //! with a configured probability. A delivery that is dropped without being settled behaves
 //! exactly like one whose consumer died.
+//!
+//! It is a [`Source`] of the consumer runtime: each session is a "connection". Closing one
+//! puts its unsettled messages back at once, as a broker does for a closed connection, and
+//! the deliveries it had handed out can no longer be settled.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use idemq_consumer::{Closer, Session, Source};
 use idemq_core::adapter::{DeadLetterReason, Delivery};
+use idemq_core::time::now_ms;
 use idemq_core::Message;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Broker, BrokerError, Outgoing, Received};
+use super::{Broker, BrokerError, Outgoing};
 use crate::demo::chance::Chance;
+
+/// The most deliveries one receive hands out together.
+const MAX_BATCH: usize = 32;
+
+/// A settlement the broker refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// The delivery's session was closed: the broker had put the message back already.
+    #[error("the session of this delivery was closed")]
+    SessionClosed,
+}
+
+/// A message parked on the dead-letter list, with what the consumer said of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The message id.
+    pub message_id: String,
+    /// The reason's short name.
+    pub reason: &'static str,
+    /// The reason in words.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Unix ms of the first handler failure (of the dead-lettering, when none failed).
+    pub first_failure: i64,
+    /// Unix ms of the dead-lettering.
+    pub last_failure: i64,
+}
 
 /// The faults of the in-memory broker.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +61,8 @@ pub struct MemoryFaults {
     pub visibility: Duration,
     /// The seed of the lost-ack dice.
     pub seed: u64,
+    /// How many unsettled deliveries one session holds at most, as a prefetch does.
+    pub prefetch: usize,
 }
 
 /// What the broker did, for the demo's report.
@@ -68,6 +103,8 @@ struct Shared {
     // Woken on every change, so waiting receivers look again (for a message, a closed and
     // drained queue, or an earlier timer).
     wake: Notify,
+    // Woken on every dead letter.
+    dead: Notify,
     faults: MemoryFaults,
 }
 
@@ -82,7 +119,10 @@ struct State {
     closed: bool,
     chance: Chance,
     stats: MemoryStats,
-    dead_letters: Vec<(String, String)>,
+    dead_letters: Vec<DeadLetter>,
+    next_session: u64,
+    // Open sessions and how many unsettled deliveries each holds.
+    open_sessions: HashMap<u64, usize>,
 }
 
 #[derive(Debug)]
@@ -90,6 +130,7 @@ struct Stored {
     message_id: String,
     payload: Bytes,
     attempt: u32,
+    first_failure: Option<i64>,
     status: Status,
 }
 
@@ -97,7 +138,11 @@ struct Stored {
 enum Status {
     Ready,
     Delayed,
-    InFlight { tag: u64, until: Instant },
+    InFlight {
+        tag: u64,
+        until: Instant,
+        session: u64,
+    },
 }
 
 impl MemoryBroker {
@@ -115,8 +160,11 @@ impl MemoryBroker {
                     chance: Chance::new(faults.seed),
                     stats: MemoryStats::default(),
                     dead_letters: Vec::new(),
+                    next_session: 0,
+                    open_sessions: HashMap::new(),
                 }),
                 wake: Notify::new(),
+                dead: Notify::new(),
                 faults,
             }),
         }
@@ -134,9 +182,22 @@ impl MemoryBroker {
         self.shared.lock().stats
     }
 
-    /// The dead-lettered messages: message id and reason.
-    pub fn dead_letters(&self) -> Vec<(String, String)> {
+    /// The dead-lettered messages so far.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.shared.lock().dead_letters.clone()
+    }
+
+    /// Waits until more than `seen` messages were dead-lettered; returns the next one.
+    pub async fn next_dead_letter(&self, seen: usize) -> DeadLetter {
+        loop {
+            let dead = self.shared.dead.notified();
+            tokio::pin!(dead);
+            dead.as_mut().enable();
+            if let Some(d) = self.shared.lock().dead_letters.get(seen) {
+                return d.clone();
+            }
+            dead.await;
+        }
     }
 }
 
@@ -146,12 +207,22 @@ impl Shared {
     }
 
     /// Settles delivery `tag` of message `id` with `f`, unless the delivery is stale.
-    fn settle(&self, id: u64, tag: u64, f: impl FnOnce(&mut State, Stored)) {
+    fn settle(
+        &self,
+        id: u64,
+        tag: u64,
+        session: u64,
+        f: impl FnOnce(&mut State, Stored),
+    ) -> Result<(), MemoryError> {
         let mut st = self.lock();
+        if !st.open_sessions.contains_key(&session) {
+            return Err(MemoryError::SessionClosed);
+        }
         let current = st.messages.get(&id).map(|m| m.status);
         match current {
-            Some(Status::InFlight { tag: t, until }) if t == tag => {
+            Some(Status::InFlight { tag: t, until, .. }) if t == tag => {
                 st.timers.remove(&(until, id));
+                st.unhold(session);
                 let stored = st.messages.remove(&id).expect("checked above");
                 f(&mut st, stored);
             }
@@ -161,10 +232,104 @@ impl Shared {
         }
         drop(st);
         self.wake.notify_waiters();
+        Ok(())
+    }
+
+    /// Closes a session: its unsettled messages are ready again at once.
+    fn close_session(&self, session: u64) {
+        let mut st = self.lock();
+        if st.open_sessions.remove(&session).is_none() {
+            return;
+        }
+        let held: Vec<(u64, Instant)> = st
+            .messages
+            .iter()
+            .filter_map(|(&id, m)| match m.status {
+                Status::InFlight {
+                    until, session: s, ..
+                } if s == session => Some((id, until)),
+                _ => None,
+            })
+            .collect();
+        for (id, until) in held {
+            st.timers.remove(&(until, id));
+            st.messages.get_mut(&id).expect("listed above").status = Status::Ready;
+            st.ready.push_back(id);
+        }
+        drop(st);
+        self.wake.notify_waiters();
+    }
+
+    /// Hands out the ready messages (up to [`MAX_BATCH`]) to `session`, waiting for one;
+    /// `None` once the broker is closed and every message settled.
+    async fn recv(self: &Arc<Self>, session: u64) -> Option<Vec<MemoryDelivery>> {
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a change made after the look still wakes us.
+            notified.as_mut().enable();
+            let now = Instant::now();
+            let next_timer = {
+                let mut st = self.lock();
+                st.promote(now);
+                let mut out = Vec::new();
+                let held = st.open_sessions.get(&session).copied().unwrap_or(0);
+                let room = self.faults.prefetch.saturating_sub(held).min(MAX_BATCH);
+                while out.len() < room {
+                    let Some(id) = st.ready.pop_front() else {
+                        break;
+                    };
+                    *st.open_sessions.entry(session).or_default() += 1;
+                    let tag = st.next_tag;
+                    st.next_tag += 1;
+                    st.stats.deliveries += 1;
+                    let until = now + self.faults.visibility;
+                    st.timers.insert((until, id));
+                    let m = st.messages.get_mut(&id).expect("ready messages are live");
+                    m.status = Status::InFlight {
+                        tag,
+                        until,
+                        session,
+                    };
+                    out.push(MemoryDelivery {
+                        shared: self.clone(),
+                        id,
+                        tag,
+                        session,
+                        attempt: m.attempt,
+                        message_id: m.message_id.clone(),
+                        payload: m.payload.clone(),
+                    });
+                }
+                if !out.is_empty() {
+                    return Some(out);
+                }
+                if st.closed && st.messages.is_empty() {
+                    return None;
+                }
+                st.timers.first().map(|&(at, _)| at)
+            };
+            match next_timer {
+                Some(at) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
     }
 }
 
 impl State {
+    /// One delivery of `session` is no longer in flight.
+    fn unhold(&mut self, session: u64) {
+        if let Some(held) = self.open_sessions.get_mut(&session) {
+            *held = held.saturating_sub(1);
+        }
+    }
+
     /// Moves every due timer: a delayed message becomes ready, an in-flight one whose
     /// visibility ran out is delivered again.
     fn promote(&mut self, now: Instant) {
@@ -177,10 +342,11 @@ impl State {
                 .messages
                 .get_mut(&id)
                 .expect("timers track live messages");
-            if matches!(m.status, Status::InFlight { .. }) {
+            let was = std::mem::replace(&mut m.status, Status::Ready);
+            if let Status::InFlight { session, .. } = was {
                 self.stats.timeouts += 1;
+                self.unhold(session);
             }
-            m.status = Status::Ready;
             self.ready.push_back(id);
         }
     }
@@ -200,7 +366,7 @@ impl State {
 }
 
 impl Broker for MemoryBroker {
-    type Delivery = MemoryDelivery;
+    type Source = MemoryBroker;
 
     async fn publish(&self, msg: Outgoing) -> Result<(), BrokerError> {
         let mut st = self.shared.lock();
@@ -211,6 +377,7 @@ impl Broker for MemoryBroker {
             message_id: msg.message_id,
             payload: msg.payload,
             attempt: 1,
+            first_failure: None,
             status: Status::Ready,
         };
         st.schedule(id, stored, msg.delay, Instant::now());
@@ -219,47 +386,70 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn recv(&self, wait: Duration) -> Result<Received<MemoryDelivery>, BrokerError> {
-        let deadline = Instant::now() + wait;
+    fn source(&self) -> MemoryBroker {
+        self.clone()
+    }
+}
+
+impl Source for MemoryBroker {
+    type Delivery = MemoryDelivery;
+    type Error = MemoryError;
+    type Session = MemorySession;
+
+    async fn open(&self) -> Result<MemorySession, MemoryError> {
+        let mut st = self.shared.lock();
+        let id = st.next_session;
+        st.next_session += 1;
+        st.open_sessions.insert(id, 0);
+        Ok(MemorySession {
+            shared: self.shared.clone(),
+            id,
+        })
+    }
+}
+
+/// One "connection" to the in-memory broker.
+#[derive(Debug)]
+pub struct MemorySession {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Session for MemorySession {
+    type Delivery = MemoryDelivery;
+    type Error = MemoryError;
+
+    /// Cancel-safe: messages are handed out under the lock, with no wait in between.
+    async fn recv(&mut self) -> Result<Option<Vec<MemoryDelivery>>, MemoryError> {
+        if !self.shared.lock().open_sessions.contains_key(&self.id) {
+            return Err(MemoryError::SessionClosed);
+        }
+        tokio::select! {
+            got = self.shared.recv(self.id) => Ok(got),
+            _ = self.closed() => Err(MemoryError::SessionClosed),
+        }
+    }
+
+    fn closer(&self) -> Closer {
+        let (shared, id) = (self.shared.clone(), self.id);
+        Closer::new(move || {
+            shared.close_session(id);
+            async {}
+        })
+    }
+}
+
+impl MemorySession {
+    /// Resolves once this session is closed from outside.
+    async fn closed(&self) {
         loop {
             let notified = self.shared.wake.notified();
             tokio::pin!(notified);
-            // Registered before looking, so a change made after the look still wakes us.
             notified.as_mut().enable();
-            let now = Instant::now();
-            let next_timer = {
-                let mut st = self.shared.lock();
-                st.promote(now);
-                if let Some(id) = st.ready.pop_front() {
-                    let tag = st.next_tag;
-                    st.next_tag += 1;
-                    st.stats.deliveries += 1;
-                    let until = now + self.shared.faults.visibility;
-                    st.timers.insert((until, id));
-                    let m = st.messages.get_mut(&id).expect("ready messages are live");
-                    m.status = Status::InFlight { tag, until };
-                    return Ok(Received::Delivery(MemoryDelivery {
-                        shared: self.shared.clone(),
-                        id,
-                        tag,
-                        attempt: m.attempt,
-                        message_id: m.message_id.clone(),
-                        payload: m.payload.clone(),
-                    }));
-                }
-                if st.closed && st.messages.is_empty() {
-                    return Ok(Received::Closed);
-                }
-                st.timers.first().map(|&(at, _)| at)
-            };
-            if now >= deadline {
-                return Ok(Received::Idle);
+            if !self.shared.lock().open_sessions.contains_key(&self.id) {
+                return;
             }
-            let until = next_timer.map_or(deadline, |t| t.min(deadline));
-            tokio::select! {
-                _ = notified => {}
-                _ = tokio::time::sleep_until(until) => {}
-            }
+            notified.await;
         }
     }
 }
@@ -270,6 +460,7 @@ pub struct MemoryDelivery {
     shared: Arc<Shared>,
     id: u64,
     tag: u64,
+    session: u64,
     attempt: u32,
     message_id: String,
     payload: Bytes,
@@ -285,13 +476,13 @@ impl Message for MemoryDelivery {
 }
 
 impl Delivery for MemoryDelivery {
-    type Error = Infallible;
+    type Error = MemoryError;
 
     fn attempt(&self) -> u32 {
         self.attempt
     }
 
-    async fn ack(self) -> Result<(), Infallible> {
+    async fn ack(self) -> Result<(), MemoryError> {
         let lost = {
             let mut st = self.shared.lock();
             let p = self.shared.faults.lost_acks;
@@ -302,34 +493,52 @@ impl Delivery for MemoryDelivery {
             lost
         };
         // A lost ack leaves the message in flight; its visibility timeout redelivers it.
-        if !lost {
-            self.shared
-                .settle(self.id, self.tag, |st, _| st.stats.acked += 1);
+        if lost {
+            return Ok(());
         }
-        Ok(())
+        self.shared
+            .settle(self.id, self.tag, self.session, |st, _| st.stats.acked += 1)
     }
 
     async fn redeliver(
         self,
         delay: Duration,
         attempt: u32,
-        _error: Option<&str>,
-    ) -> Result<(), Infallible> {
+        error: Option<&str>,
+    ) -> Result<(), MemoryError> {
         let id = self.id;
-        self.shared.settle(id, self.tag, |st, mut stored| {
-            stored.attempt = attempt;
-            st.schedule(id, stored, delay, Instant::now());
-        });
-        Ok(())
+        let failed = error.is_some();
+        self.shared
+            .settle(id, self.tag, self.session, |st, mut stored| {
+                stored.attempt = attempt;
+                if failed && stored.first_failure.is_none() {
+                    stored.first_failure = Some(now_ms());
+                }
+                st.schedule(id, stored, delay, Instant::now());
+            })
     }
 
-    async fn dead_letter(self, reason: &DeadLetterReason) -> Result<(), Infallible> {
-        let reason = reason.to_string();
-        self.shared.settle(self.id, self.tag, |st, stored| {
-            st.stats.dead_lettered += 1;
-            st.dead_letters.push((stored.message_id, reason));
-        });
-        Ok(())
+    async fn dead_letter(self, reason: &DeadLetterReason) -> Result<(), MemoryError> {
+        let attempts = match reason {
+            DeadLetterReason::RetriesExhausted { attempts, .. } => *attempts,
+            _ => self.attempt,
+        };
+        let settled = self
+            .shared
+            .settle(self.id, self.tag, self.session, |st, stored| {
+                let now = now_ms();
+                st.stats.dead_lettered += 1;
+                st.dead_letters.push(DeadLetter {
+                    message_id: stored.message_id,
+                    reason: reason.kind(),
+                    error: reason.to_string(),
+                    attempts,
+                    first_failure: stored.first_failure.unwrap_or(now),
+                    last_failure: now,
+                });
+            });
+        self.shared.dead.notify_waiters();
+        settled
     }
 }
 
@@ -342,6 +551,7 @@ mod tests {
             lost_acks,
             visibility: Duration::from_millis(50),
             seed: 3,
+            prefetch: 8,
         })
     }
 
@@ -353,72 +563,95 @@ mod tests {
         }
     }
 
-    async fn next(b: &MemoryBroker) -> MemoryDelivery {
-        match b.recv(Duration::from_secs(5)).await.unwrap() {
-            Received::Delivery(d) => d,
-            other => panic!("expected a delivery, got {other:?}"),
-        }
+    async fn next(s: &mut MemorySession) -> MemoryDelivery {
+        let mut got = tokio::time::timeout(Duration::from_secs(5), s.recv())
+            .await
+            .expect("a delivery within 5 s")
+            .unwrap()
+            .expect("not finished");
+        assert_eq!(got.len(), 1, "one ready message at a time here");
+        got.pop().unwrap()
     }
 
     #[tokio::test]
     async fn unsettled_deliveries_come_back_after_the_visibility_timeout() {
         let b = broker(0.0);
+        let mut s = b.open().await.unwrap();
         b.publish(msg("a", 0)).await.unwrap();
         b.close();
-        let first = next(&b).await;
+        let first = next(&mut s).await;
         drop(first); // the consumer died
-        let again = next(&b).await;
+        let again = next(&mut s).await;
         assert_eq!(again.message_id(), Some("a"));
         assert_eq!(again.attempt(), 1);
         again.ack().await.unwrap();
-        assert!(matches!(
-            b.recv(Duration::from_secs(5)).await.unwrap(),
-            Received::Closed
-        ));
-        let s = b.stats();
-        assert_eq!((s.deliveries, s.timeouts, s.acked), (2, 1, 1));
+        assert!(s.recv().await.unwrap().is_none(), "closed and drained");
+        let st = b.stats();
+        assert_eq!((st.deliveries, st.timeouts, st.acked), (2, 1, 1));
     }
 
     #[tokio::test]
     async fn redeliveries_carry_their_attempt_and_wait_their_delay() {
         let b = broker(0.0);
+        let mut s = b.open().await.unwrap();
         b.publish(msg("a", 0)).await.unwrap();
-        let d = next(&b).await;
+        let d = next(&mut s).await;
         d.redeliver(Duration::from_millis(30), 2, Some("boom"))
             .await
             .unwrap();
-        assert!(matches!(
-            b.recv(Duration::from_millis(1)).await.unwrap(),
-            Received::Idle
-        ));
-        let again = next(&b).await;
+        assert_eq!(b.stats().deliveries, 1, "held back for its delay");
+        let again = next(&mut s).await;
         assert_eq!(again.attempt(), 2);
         again
-            .dead_letter(&DeadLetterReason::Conflict {
-                existing: idemq_core::Fingerprint::of(b"a"),
-                incoming: None,
+            .dead_letter(&DeadLetterReason::RetriesExhausted {
+                attempts: 2,
+                last_error: "boom".into(),
             })
             .await
             .unwrap();
-        assert_eq!(b.dead_letters().len(), 1);
+        let dead = b.next_dead_letter(0).await;
+        assert_eq!((dead.reason, dead.attempts), ("retries-exhausted", 2));
+        assert!(dead.first_failure <= dead.last_failure);
     }
 
     #[tokio::test]
-    async fn lost_acks_redeliver_and_stale_settlements_are_ignored() {
+    async fn lost_acks_redeliver_and_delays_hold_messages_back() {
         let b = broker(1.0 - f64::EPSILON);
+        let mut s = b.open().await.unwrap();
         b.publish(msg("a", 0)).await.unwrap();
-        let d = next(&b).await;
+        let d = next(&mut s).await;
         d.ack().await.unwrap(); // lost
-        let again = next(&b).await;
+        let again = next(&mut s).await;
         assert_eq!(b.stats().lost_acks, 1);
         assert_eq!(b.stats().timeouts, 1);
         drop(again);
         // A delayed publish is held back until its time.
         let b = broker(0.0);
+        let mut s = b.open().await.unwrap();
         b.publish(msg("late", 40)).await.unwrap();
         b.publish(msg("now", 0)).await.unwrap();
-        assert_eq!(next(&b).await.message_id(), Some("now"));
-        let late = next(&b).await;
+        assert_eq!(next(&mut s).await.message_id(), Some("now"));
+        let late = next(&mut s).await;
         assert_eq!(late.message_id(), Some("late"));
+    }
+
+    #[tokio::test]
+    async fn a_closed_session_gives_its_messages_back_and_refuses_their_settling() {
+        let b = broker(0.0);
+        let mut s = b.open().await.unwrap();
+        b.publish(msg("a", 0)).await.unwrap();
+        let d = next(&mut s).await;
+        s.closer().close().await;
+        assert!(matches!(d.ack().await, Err(MemoryError::SessionClosed)));
+        assert!(s.recv().await.is_err(), "the session is dead");
+        let mut other = b.open().await.unwrap();
+        let again = next(&mut other).await;
+        assert_eq!(again.message_id(), Some("a"));
+        assert_eq!(
+            b.stats().timeouts,
+            0,
+            "given back at once, not after a timeout"
+        );
+        again.ack().await.unwrap();
     }
 }

@@ -1,8 +1,8 @@
-//! The broker seen by the demo: publish messages, receive deliveries.
+//! The broker seen by the demo: publish messages, and a [`Source`] of the consumer runtime
+//! to consume them.
 //!
-//! A broker adapter plugs in by implementing [`Broker`] with its own
-//! [`Delivery`] type; the consumer loop and
-//! [`process`](idemq_core::adapter::process) stay the same for every broker.
+//! A broker adapter plugs in by implementing [`Broker`] with its adapter's source; the
+//! consumer is the runtime's ([`idemq_consumer::Consumer`]), as in a user's service.
 
 pub mod amqp;
 pub mod memory;
@@ -11,7 +11,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use idemq_core::adapter::Delivery;
+use idemq_consumer::Source;
 
 pub use memory::{MemoryBroker, MemoryDelivery};
 
@@ -35,30 +35,16 @@ pub struct Outgoing {
     pub delay: Duration,
 }
 
-/// What a receive produced.
-#[derive(Debug)]
-pub enum Received<D> {
-    /// A delivery to process.
-    Delivery(D),
-    /// Nothing arrived within the wait.
-    Idle,
-    /// The broker will deliver nothing more (the in-memory broker once closed and drained).
-    Closed,
-}
-
 /// An at-least-once broker with one queue per topic.
 pub trait Broker: Send + Sync + 'static {
-    /// The broker's delivery, settled through the adapter contract.
-    type Delivery: Delivery + 'static;
+    /// The consuming side.
+    type Source: Source;
 
     /// Publishes one message.
     fn publish(&self, msg: Outgoing) -> impl Future<Output = Result<(), BrokerError>> + Send;
 
-    /// Waits up to `wait` for the next delivery.
-    fn recv(
-        &self,
-        wait: Duration,
-    ) -> impl Future<Output = Result<Received<Self::Delivery>, BrokerError>> + Send;
+    /// A source for one consumer of the topic.
+    fn source(&self) -> Self::Source;
 }
 
 /// The error for a broker whose adapter is not plugged into the demo yet.
