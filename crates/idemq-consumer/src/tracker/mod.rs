@@ -1,0 +1,15 @@
+//! The ordered-commit tracker for partitioned logs (Kafka partitions, RocketMQ queues).
+//!
+//! These brokers take one committed offset per partition, not an ack per message, so a
+//! record may only be committed past once every record before it is settled, whatever
+//! order the handlers finish in.
+//!
+//! - [`CommitTracker`] follows the records of each partition from [`track`] to [`settle`]
+//!   and says which offset may be committed.
+//!
+//! [`track`]: CommitTracker::track
+//! [`settle`]: CommitTracker::settle
+
+mod commit;
+
+pub use commit::{CommitTracker, OutOfOrder, Revoked, Settled, Ticket};

@@ -1,0 +1,129 @@
+//! Plain tests of the ordered-commit tracker, one behaviour each.
+
+use idemq_consumer::tracker::{CommitTracker, OutOfOrder, Revoked, Settled};
+
+#[test]
+fn nothing_is_committable_before_a_record_settles() {
+    let mut tracker = CommitTracker::new();
+    assert_eq!(tracker.committable(&0), None);
+    tracker.track(0, 10).unwrap();
+    assert_eq!(tracker.committable(&0), None);
+    assert_eq!(tracker.pending(&0), 1);
+}
+
+#[test]
+fn committable_is_one_past_the_settled_prefix() {
+    let mut tracker = CommitTracker::new();
+    let a = tracker.track(0, 10).unwrap();
+    let b = tracker.track(0, 11).unwrap();
+    assert_eq!(tracker.settle(&a), Settled::Moved(11));
+    assert_eq!(tracker.settle(&b), Settled::Moved(12));
+    assert_eq!(tracker.committable(&0), Some(12));
+}
+
+#[test]
+fn committable_never_passes_an_unsettled_record() {
+    let mut tracker = CommitTracker::new();
+    let a = tracker.track(0, 1).unwrap();
+    let b = tracker.track(0, 2).unwrap();
+    let c = tracker.track(0, 3).unwrap();
+    assert_eq!(tracker.settle(&c), Settled::Held);
+    assert_eq!(tracker.settle(&a), Settled::Moved(2));
+    assert_eq!(tracker.committable(&0), Some(2));
+    assert_eq!(tracker.settle(&b), Settled::Moved(4));
+}
+
+#[test]
+fn gaps_in_offsets_do_not_hold_the_commit_back() {
+    let mut tracker = CommitTracker::new();
+    let a = tracker.track(0, 5).unwrap();
+    let b = tracker.track(0, 9).unwrap();
+    let c = tracker.track(0, 20).unwrap();
+    assert_eq!(tracker.settle(&a), Settled::Moved(6));
+    assert_eq!(tracker.settle(&c), Settled::Held);
+    assert_eq!(tracker.settle(&b), Settled::Moved(21));
+}
+
+#[test]
+fn tracking_an_offset_not_past_the_last_fails() {
+    let mut tracker = CommitTracker::new();
+    tracker.track(0, 7).unwrap();
+    assert_eq!(tracker.track(0, 7), Err(OutOfOrder { offset: 7, last: 7 }));
+    assert_eq!(tracker.track(0, 3), Err(OutOfOrder { offset: 3, last: 7 }));
+    assert_eq!(tracker.pending(&0), 1);
+    assert_eq!(tracker.in_flight(), 1);
+}
+
+#[test]
+fn settling_twice_is_reported_and_harmless() {
+    let mut tracker = CommitTracker::new();
+    let a = tracker.track(0, 1).unwrap();
+    tracker.track(0, 2).unwrap();
+    assert_eq!(tracker.settle(&a), Settled::Moved(2));
+    assert_eq!(tracker.settle(&a), Settled::Unknown);
+    assert_eq!(tracker.committable(&0), Some(2));
+    assert_eq!(tracker.in_flight(), 1);
+}
+
+#[test]
+fn partitions_are_independent() {
+    let mut tracker = CommitTracker::new();
+    let a = tracker.track("a", 1).unwrap();
+    let b = tracker.track("b", 1).unwrap();
+    tracker.track("a", 2).unwrap();
+    assert_eq!(tracker.settle(&b), Settled::Moved(2));
+    assert_eq!(tracker.committable(&"a"), None);
+    assert_eq!(tracker.settle(&a), Settled::Moved(2));
+    assert_eq!(tracker.pending(&"a"), 1);
+    assert_eq!(tracker.pending(&"b"), 0);
+    assert_eq!(tracker.in_flight(), 1);
+}
+
+#[test]
+fn take_commits_returns_each_moved_partition_once() {
+    let mut tracker = CommitTracker::new();
+    let a1 = tracker.track(1, 1).unwrap();
+    let a2 = tracker.track(1, 2).unwrap();
+    let b1 = tracker.track(2, 1).unwrap();
+    let c1 = tracker.track(3, 1).unwrap();
+    tracker.track(3, 2).unwrap();
+    tracker.settle(&a1);
+    tracker.settle(&a2);
+    tracker.settle(&b1);
+    assert_eq!(tracker.take_commits(), vec![(1, 3), (2, 2)]);
+    assert_eq!(tracker.take_commits(), vec![]);
+    tracker.settle(&c1);
+    assert_eq!(tracker.take_commits(), vec![(3, 2)]);
+}
+
+#[test]
+fn revoke_reports_committable_and_abandoned_and_forgets() {
+    let mut tracker = CommitTracker::new();
+    let a = tracker.track(0, 1).unwrap();
+    let b = tracker.track(0, 2).unwrap();
+    tracker.track(0, 4).unwrap();
+    tracker.settle(&a);
+    assert_eq!(
+        tracker.revoke(&0),
+        Revoked {
+            committable: Some(2),
+            abandoned: vec![2, 4],
+        }
+    );
+    assert_eq!(tracker.in_flight(), 0);
+    assert_eq!(tracker.committable(&0), None);
+    assert_eq!(tracker.take_commits(), vec![]);
+    assert_eq!(tracker.settle(&b), Settled::Unknown);
+    assert_eq!(tracker.revoke(&0), Revoked::default());
+}
+
+#[test]
+fn a_ticket_from_before_a_revoke_does_not_settle_the_next_assignment() {
+    let mut tracker = CommitTracker::new();
+    let old = tracker.track(0, 5).unwrap();
+    tracker.revoke(&0);
+    let new = tracker.track(0, 5).unwrap();
+    assert_eq!(tracker.settle(&old), Settled::Unknown);
+    assert_eq!(tracker.pending(&0), 1);
+    assert_eq!(tracker.settle(&new), Settled::Moved(6));
+}
