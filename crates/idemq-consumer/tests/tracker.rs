@@ -1,6 +1,6 @@
 //! Plain tests of the ordered-commit tracker, one behaviour each.
 
-use idemq_consumer::tracker::{CommitTracker, OutOfOrder, Revoked, Settled};
+use idemq_consumer::tracker::{CommitTracker, KeyedQueue, OutOfOrder, Revoked, Settled};
 
 #[test]
 fn nothing_is_committable_before_a_record_settles() {
@@ -126,4 +126,46 @@ fn a_ticket_from_before_a_revoke_does_not_settle_the_next_assignment() {
     assert_eq!(tracker.settle(&old), Settled::Unknown);
     assert_eq!(tracker.pending(&0), 1);
     assert_eq!(tracker.settle(&new), Settled::Moved(6));
+}
+
+#[test]
+fn keyed_queue_runs_one_record_per_key_in_arrival_order() {
+    let mut queue = KeyedQueue::new();
+    assert_eq!(queue.admit("k", 1), Some(1));
+    assert_eq!(queue.admit("k", 2), None);
+    assert_eq!(queue.admit("k", 3), None);
+    assert_eq!(queue.held(), 2);
+    assert_eq!(queue.finish(&"k"), Some(2));
+    assert_eq!(queue.finish(&"k"), Some(3));
+    assert_eq!(queue.finish(&"k"), None);
+    assert!(!queue.is_running(&"k"));
+    assert_eq!(queue.admit("k", 4), Some(4));
+}
+
+#[test]
+fn keyed_queue_never_holds_one_key_behind_another() {
+    let mut queue = KeyedQueue::new();
+    assert_eq!(queue.admit("a", 1), Some(1));
+    assert_eq!(queue.admit("a", 2), None);
+    assert_eq!(queue.admit("b", 3), Some(3));
+    assert_eq!(queue.running(), 2);
+    assert_eq!(queue.finish(&"b"), None);
+    assert_eq!(queue.finish(&"c"), None);
+    assert_eq!(queue.running(), 1);
+}
+
+#[test]
+fn keyed_queue_remove_held_keeps_the_rest_in_order() {
+    let mut queue = KeyedQueue::new();
+    queue.admit("a", (0, 1));
+    queue.admit("a", (1, 2));
+    queue.admit("a", (0, 3));
+    queue.admit("a", (1, 4));
+    assert_eq!(
+        queue.remove_held(|&(partition, _)| partition == 1),
+        vec![(1, 2), (1, 4)]
+    );
+    assert_eq!(queue.held(), 1);
+    assert_eq!(queue.finish(&"a"), Some((0, 3)));
+    assert_eq!(queue.finish(&"a"), None);
 }

@@ -6,10 +6,13 @@
 //!
 //! - [`CommitTracker`] follows the records of each partition from [`track`] to [`settle`]
 //!   and says which offset may be committed.
+//! - [`KeyedQueue`] runs the records of one ordering key one at a time, in arrival order.
 //!
 //! [`track`]: CommitTracker::track
 //! [`settle`]: CommitTracker::settle
 
 mod commit;
+mod keyed;
 
 pub use commit::{CommitTracker, OutOfOrder, Revoked, Settled, Ticket};
+pub use keyed::KeyedQueue;
