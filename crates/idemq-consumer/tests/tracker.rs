@@ -1,6 +1,11 @@
 //! Plain tests of the ordered-commit tracker, one behaviour each.
 
-use idemq_consumer::tracker::{CommitTracker, KeyedQueue, OutOfOrder, Revoked, Settled};
+use std::time::Duration;
+
+use idemq_consumer::tracker::{
+    CommitTracker, KeyedQueue, OutOfOrder, PartitionLog, Revoked, Settled,
+};
+use tokio::time::Instant;
 
 #[test]
 fn nothing_is_committable_before_a_record_settles() {
@@ -168,4 +173,107 @@ fn keyed_queue_remove_held_keeps_the_rest_in_order() {
     assert_eq!(queue.held(), 1);
     assert_eq!(queue.finish(&"a"), Some((0, 3)));
     assert_eq!(queue.finish(&"a"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn revoke_drains_work_that_settles_before_the_timeout() {
+    let log = PartitionLog::new();
+    let tickets: Vec<_> = (0..3).map(|offset| log.track(0, offset).unwrap()).collect();
+    let handlers = log.clone();
+    tokio::spawn(async move {
+        for ticket in tickets.iter().rev() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            handlers.settle(ticket);
+        }
+    });
+    let start = Instant::now();
+    let revoked = log.revoke(&0, Duration::from_secs(30)).await;
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(
+        revoked,
+        Revoked {
+            committable: Some(3),
+            abandoned: vec![],
+        }
+    );
+    assert_eq!(log.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn revoke_abandons_work_still_in_flight_at_the_timeout() {
+    let log = PartitionLog::new();
+    let first = log.track(0, 10).unwrap();
+    let slow = log.track(0, 11).unwrap();
+    log.track(0, 12).unwrap();
+    log.settle(&first);
+    let handler = log.clone();
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        handler.settle(&slow)
+    });
+    let start = Instant::now();
+    let revoked = log.revoke(&0, Duration::from_secs(5)).await;
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    assert_eq!(
+        revoked,
+        Revoked {
+            committable: Some(11),
+            abandoned: vec![11, 12],
+        }
+    );
+    assert_eq!(late.await.unwrap(), Settled::Unknown);
+    assert_eq!(log.committable(&0), None);
+    assert_eq!(log.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn revoke_waits_only_for_its_own_partition() {
+    let log = PartitionLog::new();
+    let a = log.track("a", 1).unwrap();
+    log.track("b", 1).unwrap();
+    let handler = log.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        handler.settle(&a);
+    });
+    let start = Instant::now();
+    let revoked = log.revoke(&"a", Duration::from_secs(5)).await;
+    assert_eq!(start.elapsed(), Duration::from_millis(10));
+    assert_eq!(revoked.committable, Some(2));
+    assert_eq!(log.pending(&"b"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn revoke_of_a_drained_or_unknown_partition_returns_at_once() {
+    let log = PartitionLog::new();
+    let a = log.track(0, 1).unwrap();
+    log.settle(&a);
+    let start = Instant::now();
+    let revoked = log.revoke(&0, Duration::from_secs(5)).await;
+    assert_eq!(revoked.committable, Some(2));
+    assert_eq!(log.revoke(&9, Duration::MAX).await, Revoked::default());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_drains_settles_from_other_threads() {
+    let log = PartitionLog::new();
+    let tickets: Vec<_> = (0..200)
+        .map(|offset| log.track(0, offset).unwrap())
+        .collect();
+    for ticket in tickets {
+        let handler = log.clone();
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            handler.settle(&ticket);
+        });
+    }
+    let revoked = log.revoke(&0, Duration::from_secs(30)).await;
+    assert_eq!(
+        revoked,
+        Revoked {
+            committable: Some(200),
+            abandoned: vec![],
+        }
+    );
 }

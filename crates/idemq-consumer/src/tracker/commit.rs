@@ -219,8 +219,11 @@ impl<P: Eq + Hash + Clone + Ord> CommitTracker<P> {
             .collect()
     }
 
-    /// Forgets `partition` at once: reports the offset that may be committed and the records still in flight, whose
+    /// Forgets `partition` at once (see [`PartitionLog::revoke`] for the draining kind):
+    /// reports the offset that may be committed and the records still in flight, whose
     /// tickets settle nothing from now on. An unknown partition reports nothing.
+    ///
+    /// [`PartitionLog::revoke`]: super::PartitionLog::revoke
     pub fn revoke(&mut self, partition: &P) -> Revoked {
         self.moved.remove(partition);
         let Some(state) = self.partitions.remove(partition) else {

@@ -7,12 +7,17 @@
 //! - [`CommitTracker`] follows the records of each partition from [`track`] to [`settle`]
 //!   and says which offset may be committed.
 //! - [`KeyedQueue`] runs the records of one ordering key one at a time, in arrival order.
+//! - [`PartitionLog`] is a shareable, async [`CommitTracker`] whose [`revoke`] drains a
+//!   partition's in-flight records (or gives up on them) when a rebalance takes it away.
 //!
 //! [`track`]: CommitTracker::track
 //! [`settle`]: CommitTracker::settle
+//! [`revoke`]: PartitionLog::revoke
 
 mod commit;
 mod keyed;
+mod log;
 
 pub use commit::{CommitTracker, OutOfOrder, Revoked, Settled, Ticket};
 pub use keyed::KeyedQueue;
+pub use log::PartitionLog;
