@@ -1,1 +1,0 @@
-//! The ordered-commit tracker for partitioned logs (Kafka partitions, RocketMQ queues).
