@@ -138,13 +138,20 @@ struct Runs {
 }
 
 /// The ids of handler runs as they start.
-struct Started(mpsc::UnboundedReceiver<String>);
+struct Started {
+    rx: mpsc::UnboundedReceiver<String>,
+    seen: HashMap<String, u32>,
+}
 
 impl Started {
-    /// Waits until a run of `id` has started; panics after 30 s.
+    /// Waits until a run of `id` has started (counting runs seen before); panics after 30 s.
     async fn until(&mut self, id: &str) {
         within(&format!("a run of {id} to start"), async {
-            while self.0.recv().await.expect("handlers alive") != id {}
+            while self.seen.get(id).copied().unwrap_or(0) == 0 {
+                let got = self.rx.recv().await.expect("handlers alive");
+                *self.seen.entry(got).or_default() += 1;
+            }
+            *self.seen.get_mut(id).expect("seen") -= 1;
         })
         .await
     }
@@ -160,7 +167,11 @@ impl Runs {
             most_at_once: AtomicUsize::new(0),
             started: tx,
         };
-        (Arc::new(runs), Started(rx))
+        let started = Started {
+            rx,
+            seen: HashMap::new(),
+        };
+        (Arc::new(runs), started)
     }
 
     fn start(&self, id: &str, attempt: u32) {

@@ -470,8 +470,9 @@ impl Message for MemoryDelivery {
     fn payload(&self) -> &[u8] {
         &self.payload
     }
+    /// The producer's message id; an empty one reads as none.
     fn message_id(&self) -> Option<&str> {
-        Some(&self.message_id)
+        Some(self.message_id.as_str()).filter(|id| !id.is_empty())
     }
 }
 
