@@ -260,9 +260,12 @@ impl Shared {
         self.wake.notify_waiters();
     }
 
-    /// Hands out the ready messages (up to [`MAX_BATCH`]) to `session`, waiting for one;
-    /// `None` once the broker is closed and every message settled.
-    async fn recv(self: &Arc<Self>, session: u64) -> Option<Vec<MemoryDelivery>> {
+    /// Hands out the ready messages (up to [`MAX_BATCH`] and the prefetch) to `session`,
+    /// waiting for one; `None` once the broker is closed and every message settled.
+    async fn recv(
+        self: &Arc<Self>,
+        session: u64,
+    ) -> Result<Option<Vec<MemoryDelivery>>, MemoryError> {
         loop {
             let notified = self.wake.notified();
             tokio::pin!(notified);
@@ -273,13 +276,15 @@ impl Shared {
                 let mut st = self.lock();
                 st.promote(now);
                 let mut out = Vec::new();
-                let held = st.open_sessions.get(&session).copied().unwrap_or(0);
+                let Some(&held) = st.open_sessions.get(&session) else {
+                    return Err(MemoryError::SessionClosed);
+                };
                 let room = self.faults.prefetch.saturating_sub(held).min(MAX_BATCH);
                 while out.len() < room {
                     let Some(id) = st.ready.pop_front() else {
                         break;
                     };
-                    *st.open_sessions.entry(session).or_default() += 1;
+                    *st.open_sessions.get_mut(&session).expect("checked above") += 1;
                     let tag = st.next_tag;
                     st.next_tag += 1;
                     st.stats.deliveries += 1;
@@ -302,10 +307,10 @@ impl Shared {
                     });
                 }
                 if !out.is_empty() {
-                    return Some(out);
+                    return Ok(Some(out));
                 }
                 if st.closed && st.messages.is_empty() {
-                    return None;
+                    return Ok(None);
                 }
                 st.timers.first().map(|&(at, _)| at)
             };
@@ -419,15 +424,10 @@ impl Session for MemorySession {
     type Delivery = MemoryDelivery;
     type Error = MemoryError;
 
-    /// Cancel-safe: messages are handed out under the lock, with no wait in between.
+    /// Cancel-safe: messages are handed out under the lock, with no wait in between. A
+    /// closed session errs at once.
     async fn recv(&mut self) -> Result<Option<Vec<MemoryDelivery>>, MemoryError> {
-        if !self.shared.lock().open_sessions.contains_key(&self.id) {
-            return Err(MemoryError::SessionClosed);
-        }
-        tokio::select! {
-            got = self.shared.recv(self.id) => Ok(got),
-            _ = self.closed() => Err(MemoryError::SessionClosed),
-        }
+        self.shared.recv(self.id).await
     }
 
     fn closer(&self) -> Closer {
@@ -436,21 +436,6 @@ impl Session for MemorySession {
             shared.close_session(id);
             async {}
         })
-    }
-}
-
-impl MemorySession {
-    /// Resolves once this session is closed from outside.
-    async fn closed(&self) {
-        loop {
-            let notified = self.shared.wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !self.shared.lock().open_sessions.contains_key(&self.id) {
-                return;
-            }
-            notified.await;
-        }
     }
 }
 
