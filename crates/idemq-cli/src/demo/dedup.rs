@@ -6,7 +6,7 @@
 //!   one there.
 //! - The business database itself, `--store same` ([`Dedup::InTx`]): the SQL store of the
 //!   business database claims the key, runs the handler's writes and marks the key consumed
-//!   in one transaction ([`TransactionalStore::run_in_tx`]). A crash anywhere before that
+//!   in one transaction ([`TransactionalStore::run_in_tx`](idemq_core::store::TransactionalStore::run_in_tx)). A crash anywhere before that
 //!   one commit loses all of it, and the redelivery runs the handler again. A tiered store
 //!   with `durable=same` does the same behind its Redis tier. The consumer's handler is the
 //!   runtime's [`in_tx`](idemq_consumer::in_tx), as in a user's service.

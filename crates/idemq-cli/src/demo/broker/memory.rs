@@ -170,7 +170,7 @@ impl MemoryBroker {
         }
     }
 
-    /// No more messages will be published: receivers get [`Received::Closed`] once every
+    /// No more messages will be published: sessions receive `None` once every
     /// message is settled.
     pub fn close(&self) {
         self.shared.lock().closed = true;
