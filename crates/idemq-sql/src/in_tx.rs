@@ -98,7 +98,9 @@ where
         held,
     } = match retrying(|| store.claim_in_tx(&req)).await? {
         Ok(claimed) => claimed,
-        Err(claim) => return Ok(Outcome::settled(claim, req.fingerprint).expect("only Acquired is unsettled")),
+        Err(claim) => {
+            return Ok(Outcome::settled(claim, req.fingerprint).expect("only Acquired is unsettled"))
+        }
     };
 
     let value = match handler(&mut tx).await {

@@ -43,7 +43,8 @@ impl<M: Message> Engine<M> {
         Fut: Future<Output = Result<T, E>>,
         T: HandlerOutput,
     {
-        let span = tracing::info_span!("idemq.batch", scope = %self.config().scope, size = msgs.len());
+        let span =
+            tracing::info_span!("idemq.batch", scope = %self.config().scope, size = msgs.len());
         self.decide_batch(msgs, handler).instrument(span).await
     }
 
@@ -134,8 +135,7 @@ impl<M: Message> Engine<M> {
                     done.push((r, o, value.into_stored()));
                 }
                 Err(error) => {
-                    counter!(m::HANDLED, "scope" => self.scope(), "result" => "error")
-                        .increment(1);
+                    counter!(m::HANDLED, "scope" => self.scope(), "result" => "error").increment(1);
                     failed.push((r, o, error));
                 }
             }
@@ -185,9 +185,9 @@ impl<M: Message> Engine<M> {
     }
 
     /// Completes the successful runs in one `complete_batch`; answers in their order.
-    async fn complete_all<'r>(
+    async fn complete_all(
         &self,
-        reqs: &'r [ClaimRequest],
+        reqs: &[ClaimRequest],
         done: &[(usize, Owned, Option<bytes::Bytes>)],
     ) -> Vec<Result<(), EngineError>> {
         let cfg = &self.inner.config;
@@ -197,7 +197,9 @@ impl<M: Message> Engine<M> {
         for (n, (r, o, result)) in done.iter().enumerate() {
             match result {
                 Some(res) if res.len() > cfg.max_result_bytes => {
-                    answers.push(Some(Err(self.too_large(&reqs[*r].key, o.token, res.len()).await)));
+                    answers.push(Some(Err(self
+                        .too_large(&reqs[*r].key, o.token, res.len())
+                        .await)));
                 }
                 _ => {
                     answers.push(None);

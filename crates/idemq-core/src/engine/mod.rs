@@ -199,8 +199,8 @@ impl<M: Message> Engine<M> {
                 (token, attempt)
             }
             settled => {
-                let outcome = Outcome::settled(settled, req.fingerprint)
-                    .expect("only Acquired is unsettled");
+                let outcome =
+                    Outcome::settled(settled, req.fingerprint).expect("only Acquired is unsettled");
                 self.count_claim(outcome.name());
                 return Ok(outcome);
             }
