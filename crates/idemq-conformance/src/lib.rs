@@ -43,6 +43,7 @@ macro_rules! store_conformance {
             concurrent_claims_acquire_each_key_once,
             batch_claim_answers_like_single_claims,
             batch_get_answers_like_single_gets,
+            batch_complete_answers_like_single_completes,
             records_expire_after_their_retention,
             awkward_keys_round_trip,
             large_results_round_trip,

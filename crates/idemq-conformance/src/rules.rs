@@ -9,8 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use idemq_core::time::now_ms;
 use idemq_core::{
-    Claim, ClaimRequest, Engine, EngineConfig, EngineError, Envelope, FailMode, Fingerprint,
-    IdempotencyKey, KeyStrategy, Outcome, RecordKey, Scope, State, Store, StoreError,
+    Claim, ClaimRequest, Completion, Engine, EngineConfig, EngineError, Envelope, FailMode,
+    FencingToken, Fingerprint, IdempotencyKey, KeyStrategy, Outcome, Record, RecordKey, Scope,
+    State, Store, StoreError,
 };
 use tokio::sync::oneshot;
 
@@ -42,7 +43,7 @@ fn request(key: RecordKey, payload: &[u8], lease: Duration) -> ClaimRequest {
     }
 }
 
-fn token_of(claim: &Claim) -> idemq_core::FencingToken {
+fn token_of(claim: &Claim) -> FencingToken {
     match claim {
         Claim::Acquired { token, .. } => *token,
         other => panic!("expected Acquired, got {other:?}"),
@@ -516,6 +517,138 @@ pub async fn batch_get_answers_like_single_gets<S: Store>(store: Arc<S>) {
     assert_eq!(consumed.result.as_deref(), Some(&b"r"[..]));
     assert_eq!(got[2].as_ref().unwrap().state, State::Consuming);
     assert!(store.get_batch(&[]).await.unwrap().is_empty());
+}
+
+/// `complete_batch` answers each completion as `complete` would, in order, and leaves the
+/// records single completes in a row would: each owned claim is consumed with its own result
+/// and retention, stale tokens (taken over, released) and unknown keys are refused, a result
+/// too large is answered as `complete` answers it alone, a retried completion changes
+/// nothing, and a key met twice sees its first completion.
+pub async fn batch_complete_answers_like_single_completes<S: Store>(store: Arc<S>) {
+    let scope = fresh_scope();
+    let lease = Duration::from_secs(60);
+    let mins = |n: u64| Duration::from_secs(60 * n);
+    let claimed = |name: &str, lease: Duration| {
+        let (store, k) = (store.clone(), key(&scope, name));
+        async move {
+            let claim = store.claim(&request(k.clone(), b"p", lease)).await.unwrap();
+            (k, token_of(&claim))
+        }
+    };
+    // Taken over: its first owner's lease runs out while the rest is set up.
+    let (taken, stale) = claimed("taken", Duration::from_millis(100)).await;
+    let lapsed = now_ms() + 150;
+    let (a, ta) = claimed("a", lease).await;
+    let (b, tb) = claimed("b", lease).await;
+    let (twice, tw) = claimed("twice", lease).await;
+    let (released, old) = claimed("released", lease).await;
+    store.release(&released, old).await.unwrap();
+    let (_, owner) = claimed("released", lease).await;
+    let (big, tbig) = claimed("big", lease).await;
+    let (twin, ttwin) = claimed("big-twin", lease).await;
+    let (again, tg) = claimed("again", lease).await;
+    store
+        .complete(&again, tg, Some(b"first"), mins(10))
+        .await
+        .unwrap();
+    let completed_before = store.get(&again).await.unwrap().unwrap();
+    let never = key(&scope, "never");
+    wait_until_past(lapsed).await;
+    let (_, fresh) = claimed("taken", lease).await;
+
+    // Over the 1 MiB the SQL and Redis stores accept by default; a store without a limit
+    // takes it, alone and in a batch alike.
+    let too_big = vec![7u8; 1024 * 1024 + 1];
+    let alone = store.complete(&twin, ttwin, Some(&too_big), mins(60)).await;
+    assert!(
+        matches!(alone, Ok(()) | Err(StoreError::ResultTooLarge { .. })),
+        "{alone:?}"
+    );
+
+    let c = |key, token, result, retention| Completion {
+        key,
+        token,
+        result,
+        retention,
+    };
+    // Mixed retentions, with `twice` completed again under the first one's: a store that
+    // groups completions by retention must still complete `twice` with "one" first.
+    let items = vec![
+        c(&a, ta, Some(&b"ra"[..]), mins(60)),
+        c(&twice, tw, Some(b"one"), mins(30)),
+        c(&b, tb, None, mins(120)),
+        c(&taken, stale, Some(b"stale"), mins(60)),
+        c(&released, old, Some(b"old"), mins(60)),
+        c(&big, tbig, Some(&too_big), mins(60)),
+        c(&again, tg, Some(b"second"), mins(120)),
+        c(&twice, tw, Some(b"two"), mins(60)),
+        c(&released, owner, Some(b"new"), mins(90)),
+        c(&never, FencingToken(1), None, mins(60)),
+    ];
+    let out = store.complete_batch(&items).await.unwrap();
+    assert_eq!(out.len(), items.len(), "{out:?}");
+    for i in [0, 1, 2, 6, 7, 8] {
+        assert!(out[i].is_ok(), "completion {i}: {:?}", out[i]);
+    }
+    for i in [3, 4, 9] {
+        assert!(
+            matches!(&out[i], Err(StoreError::LeaseLost { key }) if key == items[i].key),
+            "completion {i}: {:?}",
+            out[i]
+        );
+    }
+    match (&alone, &out[5]) {
+        (Ok(()), Ok(())) => {}
+        (
+            Err(StoreError::ResultTooLarge { size, max }),
+            Err(StoreError::ResultTooLarge {
+                size: batch_size,
+                max: batch_max,
+            }),
+        ) => assert_eq!((size, max), (batch_size, batch_max)),
+        other => panic!("the oversized completion answered {other:?} (alone, batch)"),
+    }
+
+    let record = |k: &RecordKey| {
+        let (store, k) = (store.clone(), k.clone());
+        async move { store.get(&k).await.unwrap() }
+    };
+    let consumed = |k: &RecordKey, rec: Option<Record>, token, result: Option<&[u8]>, keep| {
+        let rec = rec.unwrap_or_else(|| panic!("{k} was lost"));
+        assert_eq!(
+            (rec.state, rec.token, rec.result.as_deref()),
+            (State::Consumed, token, result),
+            "{k}"
+        );
+        let keep: Duration = keep;
+        assert_eq!(
+            rec.expires_at - rec.updated_at,
+            keep.as_millis() as i64,
+            "{k}: the retention of its completion"
+        );
+    };
+    consumed(&a, record(&a).await, ta, Some(b"ra"), mins(60));
+    consumed(&b, record(&b).await, tb, None, mins(120));
+    consumed(&twice, record(&twice).await, tw, Some(b"one"), mins(30));
+    consumed(
+        &released,
+        record(&released).await,
+        owner,
+        Some(b"new"),
+        mins(90),
+    );
+    let rec = record(&taken).await.unwrap();
+    assert_eq!((rec.state, rec.token), (State::Consuming, fresh));
+    assert_eq!(record(&again).await, Some(completed_before));
+    assert!(record(&never).await.is_none());
+    match alone {
+        Ok(()) => consumed(&big, record(&big).await, tbig, Some(&too_big), mins(60)),
+        Err(_) => {
+            let rec = record(&big).await.unwrap();
+            assert_eq!((rec.state, rec.token), (State::Consuming, tbig));
+        }
+    }
+    assert!(store.complete_batch(&[]).await.unwrap().is_empty());
 }
 
 /// Records are forgotten after their retention: the key is new again.

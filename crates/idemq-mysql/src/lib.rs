@@ -25,6 +25,9 @@
 //!   applies the rules of [`idemq_core::store::transition`] in Rust and writes the row back.
 //! - `complete` and `release` are single conditional `UPDATE`s on the token. Deadlocks
 //!   (which InnoDB reports for racing duplicate inserts) are retried.
+//! - `complete_batch` is one transaction of few statements: it locks the rows with one
+//!   `SELECT ... FOR UPDATE`, applies the rule in Rust (so a key met twice sees the first
+//!   completion) and writes the changed rows back in one statement.
 //!
 //! Transactions should run at `READ COMMITTED`, which [`MySqlStore::connect`] sets for its
 //! sessions: `REPEATABLE READ` takes gap locks on missing keys and deadlocks far more often

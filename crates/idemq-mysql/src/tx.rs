@@ -86,7 +86,9 @@ impl InTx for MySqlStore {
             // Lock first, insert only when missing: duplicates then queue for the row's
             // exclusive lock, instead of all taking the shared lock `INSERT IGNORE` takes on
             // an existing key and deadlocking when they upgrade it.
-            let (rows, now) = self.read_rows(&mut tx, reqs, &[0], true).await?;
+            let (rows, now) = self
+                .read_rows(&mut tx, std::iter::once(&req.key), true)
+                .await?;
             let Some(now) = now else {
                 if self.insert_new(&mut tx, reqs, &[0]).await?.0 == 1 {
                     return Ok(Ok(ClaimedTx::new(tx, FencingToken(1), 1)));

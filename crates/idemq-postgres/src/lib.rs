@@ -26,6 +26,9 @@
 //!   Rows are inserted and locked in key order, so concurrent batches do not deadlock; a
 //!   deadlock or serialization failure that happens anyway is retried.
 //! - `complete`, `release` and `extend` are single conditional `UPDATE`s on the token.
+//! - `complete_batch` is one statement: it locks the batch's rows in key order, completes
+//!   each with the first completion whose token owns it (`UPDATE ... FROM UNNEST`) and
+//!   answers every completion as a single `complete` in batch order would.
 //!
 //! # Clock
 //!

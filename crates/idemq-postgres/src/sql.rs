@@ -12,6 +12,7 @@ pub(crate) struct Sql {
     pub lock_rows: String,
     pub update_rows: String,
     pub complete: String,
+    pub complete_batch: String,
     pub consumed_by: String,
     pub release: String,
     pub extend: String,
@@ -90,6 +91,47 @@ impl Sql {
                 "UPDATE {t} SET state = 'CONSUMED', result = $4, expires_at = {NOW} + $5, \
                    updated_at = {NOW} \
                  WHERE {key} AND token = $3 AND state = 'CONSUMING' AND expires_at > {NOW}"
+            ),
+            // The rows are locked (`l`, in key order, their latest versions) before anything is
+            // decided. The first completion of a key whose token owns the consuming record
+            // completes it (`w`, `d`); the key's later ones with that token are then retries,
+            // accepted while the record lives. A key nothing completed answers from its locked
+            // row, as `complete` then `consumed_by` would. One `ok` per completion, in order.
+            complete_batch: format!(
+                "WITH u AS ( \
+                   SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::bytea[], \
+                                        $5::int8[]) \
+                   WITH ORDINALITY AS u(scope, idem_key, token, result, keep, ord)), \
+                 n AS (SELECT {NOW} AS ms), \
+                 l AS ( \
+                   SELECT t.scope, t.idem_key, t.token, t.state, t.expires_at FROM {t} AS t \
+                   JOIN (SELECT DISTINCT scope, idem_key FROM u) AS k \
+                     ON t.scope = k.scope AND t.idem_key = k.idem_key \
+                   ORDER BY t.scope, t.idem_key \
+                   FOR UPDATE OF t), \
+                 w AS ( \
+                   SELECT DISTINCT ON (u.scope, u.idem_key) u.scope, u.idem_key, u.result, \
+                          u.keep, u.ord \
+                   FROM u CROSS JOIN n \
+                   JOIN l ON l.scope = u.scope AND l.idem_key = u.idem_key \
+                     AND l.token = u.token \
+                   WHERE l.state = 'CONSUMING' AND l.expires_at > n.ms \
+                   ORDER BY u.scope, u.idem_key, u.ord), \
+                 d AS ( \
+                   UPDATE {t} AS t SET state = 'CONSUMED', result = w.result, \
+                     expires_at = n.ms + w.keep, updated_at = n.ms \
+                   FROM w CROSS JOIN n \
+                   WHERE t.scope = w.scope AND t.idem_key = w.idem_key \
+                   RETURNING t.scope, t.idem_key, t.token, t.expires_at, w.ord) \
+                 SELECT CASE WHEN d.ord IS NOT NULL \
+                          THEN u.token = d.token AND (u.ord = d.ord OR d.expires_at > n.ms) \
+                          ELSE COALESCE(l.token = u.token AND l.state = 'CONSUMED' \
+                                        AND l.expires_at > n.ms, false) \
+                        END AS ok \
+                 FROM u CROSS JOIN n \
+                 LEFT JOIN d ON d.scope = u.scope AND d.idem_key = u.idem_key \
+                 LEFT JOIN l ON l.scope = u.scope AND l.idem_key = u.idem_key \
+                 ORDER BY u.ord"
             ),
             // A completion retried by its owner finds the row consumed with its token.
             consumed_by: format!(

@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use idemq_core::record::{Claim, ClaimRequest, FencingToken, Record};
+use idemq_core::record::{Claim, ClaimRequest, Completion, FencingToken, Record};
 use idemq_core::store::{ScopeStats, Store, StoreError};
 use idemq_core::time::{duration_ms, UnixMillis};
 use idemq_core::{RecordKey, Scope};
 use idemq_sql::{
-    check_result_size, claim_next, decide_claims, retrying, row_key, store_error, RawRecord,
-    RowKey, Sweeper, TableName, TxError, MAX_RETRIES,
+    check_result_size, claim_next, decide_claims, retrying, row_key, split_oversized, store_error,
+    RawRecord, RowKey, Sweeper, TableName, TxError, MAX_RETRIES,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::Row;
@@ -327,6 +327,43 @@ impl PgStore {
         Ok((decided.claims, decided.missing))
     }
 
+    /// Completes the positions `todo` of `items` in one statement; true for each completion
+    /// its token owned (completed now, or consumed with it before), in order.
+    async fn complete_many(
+        &self,
+        items: &[Completion<'_>],
+        todo: &[usize],
+    ) -> Result<Vec<bool>, TxError> {
+        let n = todo.len();
+        let (mut scopes, mut keys, mut tokens, mut results, mut keeps) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for &i in todo {
+            let c = &items[i];
+            scopes.push(c.key.scope.as_str());
+            keys.push(c.key.key.as_str());
+            tokens.push(c.token.0 as i64);
+            results.push(c.result);
+            keeps.push(duration_ms(c.retention));
+        }
+        let owned: Vec<bool> = sqlx::query_scalar(&self.sql.complete_batch)
+            .bind(scopes)
+            .bind(keys)
+            .bind(tokens)
+            .bind(results)
+            .bind(keeps)
+            .fetch_all(&self.pool)
+            .await?;
+        if owned.len() != n {
+            return Err(StoreError::Corrupt("complete_batch answered too few rows".into()).into());
+        }
+        Ok(owned)
+    }
+
     async fn owner_update(
         &self,
         sql: &str,
@@ -425,6 +462,25 @@ impl Store for PgStore {
         } else {
             Err(StoreError::LeaseLost { key: key.clone() })
         }
+    }
+
+    async fn complete_batch(
+        &self,
+        items: &[Completion<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let (mut out, todo) = split_oversized(items, self.max_result_bytes);
+        if todo.is_empty() {
+            return Ok(out);
+        }
+        let owned = retrying(|| self.complete_many(items, &todo)).await?;
+        for (&i, owned) in todo.iter().zip(owned) {
+            if !owned {
+                out[i] = Err(StoreError::LeaseLost {
+                    key: items[i].key.clone(),
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {

@@ -30,9 +30,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Beyond the [`Store`](idemq_core::Store) trait, [`RedisStore::complete_batch`] completes
-//! many claims in one round trip and [`RedisStore::complete_and_claim`] pipelines the
-//! completion of one message with the claim of the next.
+//! [`Store::complete_batch`](idemq_core::Store::complete_batch) completes many claims in one
+//! round trip (one pipeline per node on a cluster). Beyond the trait,
+//! [`RedisStore::complete_and_claim`] pipelines the completion of one message with the claim
+//! of the next.
 #![warn(missing_docs)]
 
 mod config;
@@ -43,5 +44,8 @@ mod scripts;
 mod store;
 
 pub use config::{RedisStoreBuilder, DEFAULT_MAX_RESULT_BYTES, DEFAULT_PREFIX};
+/// The argument of [`Store::complete_batch`](idemq_core::Store::complete_batch) and
+/// [`RedisStore::complete_and_claim`], re-exported from `idemq-core`.
+pub use idemq_core::Completion;
 pub use keys::HashTag;
-pub use store::{Completion, RedisStore};
+pub use store::RedisStore;

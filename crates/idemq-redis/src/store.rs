@@ -1,4 +1,4 @@
-//! The store: the [`Store`] trait over the Lua scripts, plus batched completions.
+//! The store: the [`Store`] trait over the Lua scripts, plus a pipelined complete-and-claim.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -9,7 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use idemq_core::store::ScopeStats;
 use idemq_core::time::UnixMillis;
-use idemq_core::{Claim, ClaimRequest, FencingToken, Record, RecordKey, Scope, Store, StoreError};
+use idemq_core::{
+    Claim, ClaimRequest, Completion, FencingToken, Record, RecordKey, Scope, Store, StoreError,
+};
 use redis::{Cmd, RedisWrite, Value};
 
 use crate::config::RedisStoreBuilder;
@@ -28,20 +30,6 @@ const SCAN_COUNT: usize = 1000;
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX).min(MAX_MS)
-}
-
-/// A completion for [`RedisStore::complete_batch`] and [`RedisStore::complete_and_claim`]:
-/// the arguments of [`Store::complete`].
-#[derive(Debug, Clone, Copy)]
-pub struct Completion<'a> {
-    /// The record to complete.
-    pub key: &'a RecordKey,
-    /// The token its claim returned.
-    pub token: FencingToken,
-    /// The result to store with it.
-    pub result: Option<&'a [u8]>,
-    /// How long the consumed record is kept.
-    pub retention: Duration,
 }
 
 /// A [`Store`] on Redis, a single node or a Redis Cluster. Cheap to clone.
@@ -153,45 +141,6 @@ impl RedisStore {
             .await
             .map(drop)
             .map_err(store_error)
-    }
-
-    /// Completes many claims, grouped into as few script calls as the slots allow (one on a
-    /// single node or with [`HashTag::Scope`], when they share a retention). The outer error
-    /// means nothing is known; the inner ones are per completion, in order:
-    /// [`StoreError::LeaseLost`] or [`StoreError::ResultTooLarge`].
-    pub async fn complete_batch(
-        &self,
-        items: &[Completion<'_>],
-    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        let mut out: Vec<Result<(), StoreError>> = Vec::with_capacity(items.len());
-        let mut todo = Vec::with_capacity(items.len());
-        for (i, c) in items.iter().enumerate() {
-            let checked = self.check_size(c.result);
-            if checked.is_ok() {
-                todo.push((i, self.slot(c.key), ms(c.retention)));
-            }
-            out.push(checked);
-        }
-        let groups = group_by(todo.into_iter());
-        let cmds = groups
-            .iter()
-            .map(|(slot, idx)| (*slot, self.complete_cmd(idx.iter().map(|&i| &items[i]))))
-            .collect();
-        let answers = self
-            .conn
-            .run_many(Some(&scripts::COMPLETE), cmds)
-            .await
-            .map_err(store_error)?;
-        for ((_, idx), answer) in groups.iter().zip(answers) {
-            for (&i, ok) in idx.iter().zip(reply::flags(answer, idx.len())?) {
-                if !ok {
-                    out[i] = Err(StoreError::LeaseLost {
-                        key: items[i].key.clone(),
-                    });
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// Completes one claim and claims the next key in the same round trip (a pipeline of
@@ -424,17 +373,33 @@ impl RedisStore {
 fn group_by<C: Copy + Eq + Hash>(
     items: impl Iterator<Item = (usize, u16, C)>,
 ) -> Vec<(u16, Vec<usize>)> {
+    group_in_order(items.map(|(i, slot, class)| (i, slot, class, None::<()>)))
+}
+
+/// [`group_by`], where an item naming a record that an earlier item named goes in a group no
+/// earlier than that item's. The groups of a slot run in order (one pipeline per node), so
+/// the transitions of one record then run in batch order even when their classes differ.
+fn group_in_order<C: Copy + Eq + Hash, K: Eq + Hash>(
+    items: impl Iterator<Item = (usize, u16, C, Option<K>)>,
+) -> Vec<(u16, Vec<usize>)> {
     let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
     // The open group of each (slot, class); most batches have one, so check the last first.
     let mut open: HashMap<(u16, C), usize> = HashMap::new();
     let mut last: Option<((u16, C), usize)> = None;
-    for (i, slot, class) in items {
+    // The group of each record's latest item.
+    let mut latest: HashMap<K, usize> = HashMap::new();
+    for (i, slot, class, record) in items {
         let at = match last {
             Some((k, g)) if k == (slot, class) => Some(g),
             _ => open.get(&(slot, class)).copied(),
         };
+        let floor = record
+            .as_ref()
+            .and_then(|r| latest.get(r))
+            .copied()
+            .unwrap_or(0);
         let g = match at {
-            Some(g) if groups[g].1.len() < MAX_KEYS_PER_CALL => g,
+            Some(g) if g >= floor && groups[g].1.len() < MAX_KEYS_PER_CALL => g,
             _ => {
                 groups.push((slot, Vec::new()));
                 open.insert((slot, class), groups.len() - 1);
@@ -443,6 +408,9 @@ fn group_by<C: Copy + Eq + Hash>(
         };
         groups[g].1.push(i);
         last = Some(((slot, class), g));
+        if let Some(r) = record {
+            latest.insert(r, g);
+        }
     }
     groups
 }
@@ -508,6 +476,48 @@ impl Store for RedisStore {
             true => Ok(()),
             false => Err(StoreError::LeaseLost { key: key.clone() }),
         }
+    }
+
+    async fn complete_batch(
+        &self,
+        items: &[Completion<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut out: Vec<Result<(), StoreError>> = Vec::with_capacity(items.len());
+        let mut todo = Vec::with_capacity(items.len());
+        for (i, c) in items.iter().enumerate() {
+            let checked = self.check_size(c.result);
+            if checked.is_ok() {
+                todo.push((i, self.slot(c.key), ms(c.retention)));
+            }
+            out.push(checked);
+        }
+        // One script call per slot and retention. With one retention a record's completions
+        // share a call, in order; with several, a record named twice must keep its order
+        // across calls, which costs a map of the records, so only then.
+        let mixed = todo.windows(2).any(|w| w[0].2 != w[1].2);
+        let groups = group_in_order(
+            todo.into_iter()
+                .map(|(i, slot, retention)| (i, slot, retention, mixed.then(|| items[i].key))),
+        );
+        let cmds = groups
+            .iter()
+            .map(|(slot, idx)| (*slot, self.complete_cmd(idx.iter().map(|&i| &items[i]))))
+            .collect();
+        let answers = self
+            .conn
+            .run_many(Some(&scripts::COMPLETE), cmds)
+            .await
+            .map_err(store_error)?;
+        for ((_, idx), answer) in groups.iter().zip(answers) {
+            for (&i, ok) in idx.iter().zip(reply::flags(answer, idx.len())?) {
+                if !ok {
+                    out[i] = Err(StoreError::LeaseLost {
+                        key: items[i].key.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
@@ -618,4 +628,34 @@ struct Scan {
     nodes: Vec<Node>,
     node: usize,
     cursor: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_named_again_under_another_class_runs_after_its_first_group() {
+        // (index, slot, class, record): record 7 first in class 30, then again in class 60,
+        // whose group was opened before.
+        let items = [
+            (0, 1, 60, Some(1)),
+            (1, 1, 30, Some(7)),
+            (2, 1, 60, Some(2)),
+            (3, 1, 60, Some(7)),
+            (4, 1, 60, Some(3)),
+            (5, 2, 60, Some(7)),
+        ];
+        let groups = group_in_order(items.into_iter());
+        assert_eq!(
+            groups,
+            vec![(1, vec![0, 2]), (1, vec![1]), (1, vec![3, 4]), (2, vec![5]),]
+        );
+        // Without records to follow, one group per slot and class.
+        let plain = group_by(items.into_iter().map(|(i, s, c, _)| (i, s, c)));
+        assert_eq!(
+            plain,
+            vec![(1, vec![0, 2, 3, 4]), (1, vec![1]), (2, vec![5])]
+        );
+    }
 }

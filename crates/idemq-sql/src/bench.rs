@@ -2,7 +2,9 @@
 //!
 //! - transactions/s inserting one business row, alone and with its dedup row in the same
 //!   transaction (`run_in_tx`), and the ratio;
-//! - keys/s of `claim_batch` over 100 new keys, against a plain 100-row `INSERT`.
+//! - keys/s of `claim_batch` over 100 new keys, against a plain 100-row `INSERT`;
+//! - messages/s of a whole batch: `claim_batch` of 100 new keys, then `complete_batch` of
+//!   the 100 claims.
 //!
 //! A store's bench binary implements [`Dialect`] (its connection and its SQL) and calls
 //! [`run`]. Only with the `bench` feature, which the stores enable as a dev-dependency.
@@ -13,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use idemq_core::store::TransactionalStore;
-use idemq_core::{ClaimRequest, EngineConfig, IdempotencyKey, RecordKey, Scope, Store};
+use idemq_core::{
+    Claim, ClaimRequest, Completion, EngineConfig, IdempotencyKey, RecordKey, Scope, Store,
+};
 
 /// Concurrent tasks per measurement.
 pub const WORKERS: usize = 8;
@@ -81,6 +85,21 @@ where
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// [`BATCH`] claims of new keys, named after the line, the worker and the iteration.
+fn batch_of(scope: &Scope, line: &str, w: usize, i: u64) -> Vec<ClaimRequest> {
+    (0..BATCH)
+        .map(|n| ClaimRequest {
+            key: RecordKey::new(
+                scope.clone(),
+                IdempotencyKey::new(format!("{line}-{w}-{i}-{n}")).unwrap(),
+            ),
+            fingerprint: None,
+            lease: Duration::from_secs(60),
+            retention: Duration::from_secs(3600),
+        })
+        .collect()
+}
+
 /// Measures every line for `D` and prints the table; cleans up after itself.
 pub async fn run<D: Dialect>() {
     let store = D::setup().await;
@@ -131,21 +150,38 @@ pub async fn run<D: Dialect>() {
     let batch = {
         let (store, scope) = (store.clone(), scope.clone());
         measure(move |w, i| {
-            let (store, scope) = (store.clone(), scope.clone());
+            let (store, reqs) = (store.clone(), batch_of(&scope, "b", w, i));
             async move {
-                let reqs: Vec<ClaimRequest> = (0..BATCH)
-                    .map(|n| ClaimRequest {
-                        key: RecordKey::new(
-                            scope.clone(),
-                            IdempotencyKey::new(format!("b-{w}-{i}-{n}")).unwrap(),
-                        ),
-                        fingerprint: None,
-                        lease: Duration::from_secs(60),
-                        retention: Duration::from_secs(3600),
-                    })
-                    .collect();
                 let claims = store.claim_batch(&reqs).await.unwrap();
                 assert_eq!(claims.len(), BATCH);
+            }
+        })
+        .await
+            * BATCH as f64
+    };
+
+    let cycle = {
+        let (store, scope) = (store.clone(), scope.clone());
+        measure(move |w, i| {
+            let (store, reqs) = (store.clone(), batch_of(&scope, "c", w, i));
+            async move {
+                let claims = store.claim_batch(&reqs).await.unwrap();
+                let done: Vec<Completion<'_>> = reqs
+                    .iter()
+                    .zip(&claims)
+                    .map(|(r, c)| match c {
+                        Claim::Acquired { token, .. } => Completion {
+                            key: &r.key,
+                            token: *token,
+                            result: Some(b"ok"),
+                            retention: r.retention,
+                        },
+                        other => panic!("a new key answered {other:?}"),
+                    })
+                    .collect();
+                for r in store.complete_batch(&done).await.unwrap() {
+                    r.unwrap();
+                }
             }
         })
         .await
@@ -172,6 +208,10 @@ pub async fn run<D: Dialect>() {
     line(
         "ratio claim_batch / raw insert",
         format!("{:.2}", batch / raw_batch),
+    );
+    line(
+        "claim_batch + complete_batch of 100 keys",
+        format!("{cycle:.0} msgs/s"),
     );
 
     store.purge(&scope).await.unwrap();

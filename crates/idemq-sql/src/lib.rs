@@ -3,7 +3,8 @@
 //! Like `sqlx-core` beside its drivers, this crate holds what the SQL stores have in common
 //! and no driver: the validated [`TableName`], the [`RawRecord`] row and its mapping to a
 //! core [`Record`](idemq_core::Record), the claim rule as the stores apply it
-//! ([`claim_next`]), error mapping ([`store_error`], [`is_retryable`], [`retrying`]), the
+//! ([`claim_next`]), the batch rules on rows read under lock ([`decide_claims`],
+//! [`decide_completions`]), error mapping ([`store_error`], [`is_retryable`], [`retrying`]), the
 //! shape of `run_in_tx` ([`run_in_tx`] over a store's [`InTx`]) and the [`Sweeper`] loop
 //! that purges expired rows in small batches. With the `bench` feature, the `bench` module
 //! is the throughput bench the stores share.
@@ -19,7 +20,10 @@ mod sweeper;
 mod table;
 mod tx;
 
-pub use batch::{decide_claims, row_key, Decided, RowKey};
+pub use batch::{
+    decide_claims, decide_completions, key_row, row_key, split_oversized, Decided,
+    DecidedCompletions, RowKey,
+};
 pub use error::{is_retryable, store_error, TxError};
 pub use in_tx::{run_in_tx, ClaimedTx, InTx, TxClaim};
 pub use row::{claim_next, RawRecord};

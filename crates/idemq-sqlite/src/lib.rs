@@ -23,6 +23,8 @@
 //! writes the row back. Other processes using the same file wait on that lock (up to the
 //! busy timeout), so transitions are atomic across processes, not only across tasks. Within
 //! one process, writers queue on an async mutex instead of spinning in SQLite's busy handler.
+//! A batch is one such transaction too; `complete_batch` reads all its rows in one statement
+//! and writes the changed ones back in another.
 //!
 //! # Clock
 //!

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -6,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use idemq_core::adapter::HandlerFuture;
-use idemq_core::record::{Claim, ClaimRequest, FencingToken, Record};
+use idemq_core::record::{Claim, ClaimRequest, Completion, FencingToken, Record};
 use idemq_core::store::TransactionalStore;
 use idemq_core::store::{transition, ScopeStats, Store, StoreError};
 use idemq_core::time::{now_ms, UnixMillis};
@@ -15,20 +16,24 @@ use idemq_core::{
     Scope,
 };
 use idemq_sql::{
-    check_result_size, claim_next, store_error, ClaimedTx, InTx, RawRecord, Sweeper, TableName,
-    TxClaim, TxError,
+    check_result_size, claim_next, decide_completions, split_oversized, store_error, ClaimedTx,
+    InTx, RawRecord, RowKey, Sweeper, TableName, TxClaim, TxError,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 const MIGRATION: &str = include_str!("../migrations/0001_records.sql");
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most rows one statement of a batch reads or writes: 11 parameters a row stays far
+/// below SQLite's limit on bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// An idempotency store in a SQLite file. Cheap to clone: clones share the pool.
 #[derive(Debug, Clone)]
@@ -43,6 +48,7 @@ pub struct SqliteStore {
 /// The statements, built once from the validated table name.
 #[derive(Debug)]
 struct Sql {
+    table: String,
     select: String,
     select_live: String,
     upsert: String,
@@ -55,6 +61,7 @@ impl Sql {
     fn new(t: &TableName) -> Self {
         let cols = RawRecord::COLUMNS;
         Self {
+            table: t.to_string(),
             select: format!("SELECT {cols} FROM {t} WHERE scope = ?1 AND idem_key = ?2"),
             select_live: format!(
                 "SELECT {cols} FROM {t} WHERE scope = ?1 AND idem_key = ?2 AND expires_at > ?3"
@@ -79,6 +86,32 @@ impl Sql {
                  (SELECT rowid FROM {t} WHERE expires_at <= ?1 LIMIT ?2)"
             ),
         }
+    }
+
+    /// Reads the rows of `n` keys (scope, key pairs), with their keys.
+    fn select_many(&self, n: usize) -> String {
+        let keys = vec!["(?, ?)"; n].join(", ");
+        format!(
+            "SELECT scope, idem_key, {} FROM {} WHERE (scope, idem_key) IN (VALUES {keys})",
+            RawRecord::COLUMNS,
+            self.table
+        )
+    }
+
+    /// Writes `n` full rows (scope, key and the record's columns) over existing ones.
+    fn upsert_many(&self, n: usize) -> String {
+        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
+        format!(
+            "INSERT INTO {} (scope, idem_key, {}) VALUES {rows} \
+             ON CONFLICT (scope, idem_key) DO UPDATE SET \
+             state = excluded.state, token = excluded.token, \
+             lease_until = excluded.lease_until, expires_at = excluded.expires_at, \
+             fingerprint = excluded.fingerprint, result = excluded.result, \
+             attempts = excluded.attempts, created_at = excluded.created_at, \
+             updated_at = excluded.updated_at",
+            self.table,
+            RawRecord::COLUMNS
+        )
     }
 }
 
@@ -283,6 +316,61 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Reads the rows of `keys`, a few hundred per statement.
+    async fn read_many(
+        &self,
+        conn: &mut SqliteConnection,
+        keys: &[&RecordKey],
+    ) -> Result<HashMap<RowKey, Record>, StoreError> {
+        let mut out = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+            let sql = self.sql.select_many(chunk.len());
+            let mut q = sqlx::query(&sql);
+            for k in chunk {
+                q = q.bind(k.scope.as_str()).bind(k.key.as_str());
+            }
+            for row in q.fetch_all(&mut *conn).await.map_err(store_error)? {
+                let raw: RawRecord = sqlx::FromRow::from_row(&row).map_err(store_error)?;
+                let k: RowKey = (
+                    row.try_get("scope").map_err(store_error)?,
+                    row.try_get("idem_key").map_err(store_error)?,
+                );
+                out.insert(k, raw.into_record()?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `writes` back, a few hundred rows per statement.
+    async fn write_many(
+        &self,
+        conn: &mut SqliteConnection,
+        writes: HashMap<RowKey, Record>,
+    ) -> Result<(), StoreError> {
+        let writes: Vec<(RowKey, Record)> = writes.into_iter().collect();
+        for chunk in writes.chunks(ROWS_PER_STATEMENT) {
+            let sql = self.sql.upsert_many(chunk.len());
+            let mut q = sqlx::query(&sql);
+            for ((scope, key), rec) in chunk {
+                let row = RawRecord::from_record(rec);
+                q = q
+                    .bind(scope.as_str())
+                    .bind(key.as_str())
+                    .bind(row.state)
+                    .bind(row.token)
+                    .bind(row.lease_until)
+                    .bind(row.expires_at)
+                    .bind(row.fingerprint)
+                    .bind(row.result)
+                    .bind(row.attempts)
+                    .bind(row.created_at)
+                    .bind(row.updated_at);
+            }
+            q.execute(&mut *conn).await.map_err(store_error)?;
+        }
+        Ok(())
+    }
+
     /// Reads, applies `f` and writes back in one transaction; `None` from `f` is a lost lease.
     async fn transition(
         &self,
@@ -384,6 +472,27 @@ impl Store for SqliteStore {
         })
         .await
         .map(drop)
+    }
+
+    async fn complete_batch(
+        &self,
+        items: &[Completion<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let (mut out, todo) = split_oversized(items, self.max_result_bytes);
+        if todo.is_empty() {
+            return Ok(out);
+        }
+        // One transaction: one read of every row, the rule applied in memory, one write.
+        let (_writer, mut tx) = self.begin().await?;
+        let keys: Vec<&RecordKey> = todo.iter().map(|&i| items[i].key).collect();
+        let rows = self.read_many(&mut tx, &keys).await?;
+        let decided = decide_completions(items, &todo, rows, now_ms());
+        self.write_many(&mut tx, decided.writes).await?;
+        tx.commit().await.map_err(store_error)?;
+        for (i, answer) in decided.answers {
+            out[i] = answer;
+        }
+        Ok(out)
     }
 
     async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {

@@ -7,7 +7,8 @@
 //!   conflict, by fingerprint). Anything else (a miss, a cache error, a record still being
 //!   consumed) is decided by the durable store, whose answer stands.
 //! - **complete** writes the durable store first and only then the cache, so the cache never
-//!   claims more than the durable store holds.
+//!   claims more than the durable store holds. A batch is one `complete_batch` on the
+//!   durable store, then one `claim_batch` and one `complete_batch` on the cache.
 //! - **release** and **extend** go to the durable store only: leases live there.
 //!
 //! So if the cache is down or was restarted empty, every claim falls through to the durable
@@ -24,7 +25,9 @@ use async_trait::async_trait;
 use idemq_core::adapter::HandlerFuture;
 use idemq_core::store::{ScopeStats, StoreError, TransactionalStore};
 use idemq_core::time::{now_ms, UnixMillis};
-use idemq_core::{Claim, ClaimRequest, FencingToken, Record, RecordKey, Scope, State, Store};
+use idemq_core::{
+    Claim, ClaimRequest, Completion, FencingToken, Record, RecordKey, Scope, State, Store,
+};
 use idemq_core::{EngineConfig, EngineError, Fingerprint, HandlerOutput, IdempotencyKey, Outcome};
 use metrics::counter;
 use tracing::debug;
@@ -34,6 +37,10 @@ pub const CACHE_LOOKUPS: &str = "idemq_tiered_cache_lookups_total";
 
 /// How many claims in flight [`TieredStore`] remembers the fingerprint of.
 const PENDING_CAP: usize = 65_536;
+
+/// The lease of the cache's claim that marks a key consumed: only held between its claim
+/// and its completion.
+const MARK_LEASE: Duration = Duration::from_secs(5);
 
 /// A cache store in front of a durable store.
 #[derive(Debug)]
@@ -87,6 +94,50 @@ impl<C: Store, D: Store> TieredStore<C, D> {
         };
         if let Err(e) = marked {
             debug!(error = %e, key = %req.key, "could not remember a consumed key in the cache");
+        }
+    }
+
+    /// [`TieredStore::remember`] for many keys: one `claim_batch` and one `complete_batch`
+    /// on the cache. `results` go with `reqs`, in order.
+    async fn remember_batch(&self, reqs: &[ClaimRequest], results: &[Option<&[u8]>]) {
+        if reqs.is_empty() {
+            return;
+        }
+        let unremembered = "could not remember consumed keys in the cache";
+        let claims = match self.cache.claim_batch(reqs).await {
+            Ok(claims) => claims,
+            Err(e) => {
+                debug!(error = %e, keys = reqs.len(), "{unremembered}");
+                return;
+            }
+        };
+        // A key the cache holds already (or twice in the batch) is left as it is.
+        let marks: Vec<Completion<'_>> = reqs
+            .iter()
+            .zip(claims)
+            .zip(results)
+            .filter_map(|((r, claim), result)| match claim {
+                Claim::Acquired { token, .. } => Some(Completion {
+                    key: &r.key,
+                    token,
+                    result: *result,
+                    retention: r.retention,
+                }),
+                _ => None,
+            })
+            .collect();
+        if marks.is_empty() {
+            return;
+        }
+        match self.cache.complete_batch(&marks).await {
+            Ok(each) => {
+                for (m, e) in marks.iter().zip(each) {
+                    if let Err(e) = e {
+                        debug!(error = %e, key = %m.key, "{unremembered}");
+                    }
+                }
+            }
+            Err(e) => debug!(error = %e, keys = marks.len(), "{unremembered}"),
         }
     }
 
@@ -281,11 +332,63 @@ impl<C: Store, D: Store> Store for TieredStore<C, D> {
         let req = ClaimRequest {
             key: key.clone(),
             fingerprint,
-            lease: Duration::from_secs(5),
+            lease: MARK_LEASE,
             retention,
         };
         self.remember(&req, result, retention).await;
         Ok(())
+    }
+
+    async fn complete_batch(
+        &self,
+        items: &[Completion<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let noted: Vec<Option<Pending>> = items
+            .iter()
+            .map(|c| self.take_pending(c.key, c.token))
+            .collect();
+        let answers = self.durable.complete_batch(items).await?;
+        if answers.len() != items.len() {
+            return Err(StoreError::Corrupt(
+                "durable store answered too few completions".into(),
+            ));
+        }
+        // The fingerprints this store did not note (another store's claims, takeovers), in
+        // one read of the durable records; a failed read leaves them unknown, as on `complete`.
+        let unknown: Vec<RecordKey> = items
+            .iter()
+            .zip(&answers)
+            .zip(&noted)
+            .filter(|((_, a), n)| a.is_ok() && n.is_none())
+            .map(|((c, _), _)| c.key.clone())
+            .collect();
+        let mut read = match unknown.is_empty() {
+            true => Vec::new(),
+            false => self.durable.get_batch(&unknown).await.unwrap_or_default(),
+        }
+        .into_iter();
+        let (mut reqs, mut results) = (Vec::new(), Vec::new());
+        for ((c, a), n) in items.iter().zip(&answers).zip(noted) {
+            if a.is_err() {
+                continue;
+            }
+            let fingerprint = match n {
+                Some(p) => p.fingerprint,
+                None => read.next().flatten().and_then(|r| r.fingerprint),
+            };
+            reqs.push(ClaimRequest {
+                key: c.key.clone(),
+                fingerprint,
+                lease: MARK_LEASE,
+                retention: c.retention,
+            });
+            results.push(c.result);
+        }
+        self.remember_batch(&reqs, &results).await;
+        Ok(answers)
     }
 
     async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {

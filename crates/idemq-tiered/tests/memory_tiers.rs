@@ -8,7 +8,8 @@ use idemq_conformance::Unreachable;
 use idemq_core::store::{MemoryStore, ScopeStats, StoreError};
 use idemq_core::time::UnixMillis;
 use idemq_core::{
-    Claim, ClaimRequest, FencingToken, Fingerprint, IdempotencyKey, Record, RecordKey, Scope, Store,
+    Claim, ClaimRequest, Completion, FencingToken, Fingerprint, IdempotencyKey, Record, RecordKey,
+    Scope, State, Store,
 };
 use idemq_tiered::TieredStore;
 
@@ -62,12 +63,16 @@ async fn completion_is_remembered_by_the_cache_and_a_cold_cache_refills() {
     assert_eq!(store.cache().len(), 1);
 }
 
-/// A memory store that counts its reads, to see which calls the tiered store makes.
+/// A memory store that counts its calls, to see which calls the tiered store makes.
 #[derive(Default)]
 struct Counted {
     inner: MemoryStore,
     gets: AtomicUsize,
     batch_gets: AtomicUsize,
+    claims: AtomicUsize,
+    batch_claims: AtomicUsize,
+    completes: AtomicUsize,
+    batch_completes: AtomicUsize,
 }
 
 impl Counted {
@@ -77,12 +82,27 @@ impl Counted {
     fn batch_gets(&self) -> usize {
         self.batch_gets.load(Ordering::SeqCst)
     }
+    /// Calls of claim, claim_batch, complete and complete_batch, in that order.
+    fn writes(&self) -> [usize; 4] {
+        [
+            &self.claims,
+            &self.batch_claims,
+            &self.completes,
+            &self.batch_completes,
+        ]
+        .map(|n| n.load(Ordering::SeqCst))
+    }
 }
 
 #[async_trait]
 impl Store for Counted {
     async fn claim(&self, req: &ClaimRequest) -> Result<Claim, StoreError> {
+        self.claims.fetch_add(1, Ordering::SeqCst);
         self.inner.claim(req).await
+    }
+    async fn claim_batch(&self, reqs: &[ClaimRequest]) -> Result<Vec<Claim>, StoreError> {
+        self.batch_claims.fetch_add(1, Ordering::SeqCst);
+        self.inner.claim_batch(reqs).await
     }
     async fn complete(
         &self,
@@ -91,7 +111,15 @@ impl Store for Counted {
         result: Option<&[u8]>,
         retention: Duration,
     ) -> Result<(), StoreError> {
+        self.completes.fetch_add(1, Ordering::SeqCst);
         self.inner.complete(key, token, result, retention).await
+    }
+    async fn complete_batch(
+        &self,
+        items: &[Completion<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        self.batch_completes.fetch_add(1, Ordering::SeqCst);
+        self.inner.complete_batch(items).await
     }
     async fn release(&self, key: &RecordKey, token: FencingToken) -> Result<(), StoreError> {
         self.inner.release(key, token).await
@@ -187,5 +215,61 @@ async fn a_batch_claim_asks_the_cache_once() {
     }
     for c in &claims[3..] {
         assert!(matches!(c, Claim::Acquired { attempt: 1, .. }), "{c:?}");
+    }
+}
+
+fn done<'a>(r: &'a ClaimRequest, token: FencingToken, result: &'a [u8]) -> Completion<'a> {
+    Completion {
+        key: &r.key,
+        token,
+        result: Some(result),
+        retention: r.retention,
+    }
+}
+
+/// One `complete_batch` on the durable tier, then one `claim_batch` and one `complete_batch`
+/// on the cache, which gets the fingerprint of each completed claim.
+#[tokio::test]
+async fn a_batch_completion_calls_each_tier_once_and_the_cache_learns_the_fingerprints() {
+    let store = TieredStore::new(Counted::default(), Counted::default());
+    let fresh = req("c-fresh");
+    let tf = token(store.claim(&fresh).await.unwrap());
+    // A retry carrying no fingerprint: only the durable record knows it.
+    let retried = req("c-retried");
+    let t = token(store.claim(&retried).await.unwrap());
+    store.release(&retried.key, t).await.unwrap();
+    let retry = ClaimRequest {
+        fingerprint: None,
+        ..retried.clone()
+    };
+    let tr = token(store.claim(&retry).await.unwrap());
+    let (cache, durable) = (store.cache().writes(), store.durable().writes());
+    let gets = (store.durable().gets(), store.durable().batch_gets());
+    let out = store
+        .complete_batch(&[
+            done(&fresh, tf, b"a"),
+            done(&retried, tr, b"b"),
+            done(&retried, t, b"stale"),
+        ])
+        .await
+        .unwrap();
+    assert!(out[0].is_ok() && out[1].is_ok(), "{out:?}");
+    assert!(
+        matches!(out[2], Err(StoreError::LeaseLost { .. })),
+        "{out:?}"
+    );
+    let plus = |before: [usize; 4], more: [usize; 4]| [0, 1, 2, 3].map(|i| before[i] + more[i]);
+    assert_eq!(store.durable().writes(), plus(durable, [0, 0, 0, 1]));
+    assert_eq!(store.cache().writes(), plus(cache, [0, 1, 0, 1]));
+    // Only the retried claim's fingerprint is read back, in one batch.
+    assert_eq!(
+        (store.durable().gets(), store.durable().batch_gets()),
+        (gets.0, gets.1 + 1)
+    );
+    for (r, result) in [(&fresh, b"a"), (&retried, b"b")] {
+        let cached = store.cache().get(&r.key).await.unwrap().unwrap();
+        assert_eq!(cached.state, State::Consumed);
+        assert_eq!(cached.result.as_deref(), Some(&result[..]));
+        assert_eq!(cached.fingerprint, Some(Fingerprint::of(b"p")), "{}", r.key);
     }
 }
