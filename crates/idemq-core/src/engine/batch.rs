@@ -185,9 +185,9 @@ impl<M: Message> Engine<M> {
     }
 
     /// Completes the successful runs in one `complete_batch`; answers in their order.
-    async fn complete_all<'r>(
+    async fn complete_all(
         &self,
-        reqs: &'r [ClaimRequest],
+        reqs: &[ClaimRequest],
         done: &[(usize, Owned, Option<bytes::Bytes>)],
     ) -> Vec<Result<(), EngineError>> {
         let cfg = &self.inner.config;
