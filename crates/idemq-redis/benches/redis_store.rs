@@ -2,11 +2,13 @@
 //!
 //! `cargo bench -p idemq-redis --bench redis_store` (Redis on 127.0.0.1:6379, or `REDIS_URL`).
 //! Sizes: `IDEMQ_BENCH_MSGS` (single path, default 20000), `IDEMQ_BENCH_TASKS` (32),
-//! `IDEMQ_BENCH_SERIAL_MSGS` (one-task comparison, 2000), `IDEMQ_BENCH_BATCH_MSGS` (200000),
-//! `IDEMQ_BENCH_BATCH_TASKS` (4), `IDEMQ_BENCH_ROUNDS` (3: every measurement is repeated,
-//! in a different order each round, and the mean reported). The records of each measurement
-//! are unlinked by name before the next; `IDEMQ_BENCH_CLEANUP=0` leaves them for Redis to
-//! expire instead (their retention is one minute).
+//! `IDEMQ_BENCH_SERIAL_MSGS` (one-task comparison, 2000 a variant), `IDEMQ_BENCH_SERIAL_ROUNDS`
+//! (9), `IDEMQ_BENCH_BATCH_MSGS` (200000), `IDEMQ_BENCH_BATCH_TASKS` (4), `IDEMQ_BENCH_ROUNDS`
+//! (3: every measurement is repeated, in a different order each round, and the mean reported;
+//! the one-task lines give min / median / max instead). `IDEMQ_BENCH_SERIAL_ONLY=1` runs the
+//! one-task lines alone. The records of each measurement are unlinked by name before the
+//! next; `IDEMQ_BENCH_CLEANUP=0` leaves them for Redis to expire instead (their retention is
+//! one minute).
 //!
 //! Each line also gives the CPU time per message of the Redis server (from `INFO cpu`) and of
 //! the bench process (Linux): on a loaded machine the wall-clock rates vary, those costs much
@@ -16,8 +18,8 @@
 //! (a create and a read-and-write that moves the expiry), in scripts that take no decision.
 //! No store that keeps one Redis key per record can beat it.
 //!
-//! The engine runs with the heartbeat off (`EngineConfig::heartbeat(None)`): it only adds a
-//! timer per message, and a handler this short never reaches it.
+//! The engine runs with the heartbeat off (`EngineConfig::heartbeat(None)`), except on one
+//! of the one-task lines, which measures the default configuration.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use idemq_core::{
-    Claim, ClaimRequest, Engine, EngineConfig, Envelope, Fingerprint, IdempotencyKey, KeyStrategy,
-    Outcome, RecordKey, Scope, Store,
+    Claim, ClaimRequest, Engine, EngineConfig, Envelope, FencingToken, Fingerprint, IdempotencyKey,
+    KeyStrategy, Outcome, RecordKey, Scope, Store,
 };
 use idemq_redis::{Completion, RedisStore};
 use redis::aio::ConnectionManager;
@@ -166,6 +168,16 @@ impl Raw {
         cmd.query_async(&mut self.conn.clone()).await.unwrap()
     }
 
+    /// One bare `SET`: a round trip and nothing else.
+    async fn set(&self, key: &str) {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(PAYLOAD)
+            .query_async(&mut self.conn.clone())
+            .await
+            .unwrap();
+    }
+
     /// The two bare commands a key (`FLOOR_CLAIM`, `FLOOR_COMPLETE`), a script call each: what
     /// Redis itself costs, with none of the store's checks.
     async fn floor(&self, keys: &[String]) {
@@ -216,6 +228,190 @@ fn report(name: &str, rates: &[Rate]) -> f64 {
         each.join(", ")
     );
     mean
+}
+
+/// One task, messages one after another: latency-bound, so what `Engine::run` adds to the
+/// two script calls a message needs shows here. On a shared machine the load drifts faster
+/// than a measurement lasts, so the variants take turns message by message (in a shuffled
+/// order each time) in one task, each message timed alone: every variant sees the same load,
+/// and the ratios pair the figures of one round.
+async fn serial(
+    store: &RedisStore,
+    raw: &Arc<Raw>,
+    admin: &ConnectionManager,
+    cleaning: &mut Cleaning,
+    made: &mut Vec<(Scope, usize, usize)>,
+) {
+    let n = env("IDEMQ_BENCH_SERIAL_MSGS", 2_000).max(1);
+    let rounds = env("IDEMQ_BENCH_SERIAL_ROUNDS", 9).max(1);
+    println!(
+        "one task, messages one after another ({n} msgs a variant, interleaved, {rounds} \
+         rounds; engine: KeyStrategy::MessageId, fingerprints on)"
+    );
+    let mut us: Vec<Vec<f64>> = vec![Vec::new(); Serial::NAMES.len()];
+    for round in 0..rounds {
+        let scopes: Vec<Scope> = Serial::NAMES.iter().map(|_| scope()).collect();
+        let engine = |s: &Scope, heartbeat: bool| {
+            let config = EngineConfig::new(s.clone())
+                .lease(LEASE)
+                .retention(RETENTION);
+            let config = if heartbeat {
+                config
+            } else {
+                config.heartbeat(None)
+            };
+            Engine::new(store.clone(), config, KeyStrategy::MessageId)
+        };
+        let mut run = Serial {
+            raw: raw.clone(),
+            engine: engine(&scopes[3], true),
+            engine_no_heartbeat: engine(&scopes[4], false),
+            store: store.clone(),
+            held: None,
+            scopes: scopes.clone(),
+        };
+        let took = tokio::spawn(async move {
+            let mut took = [Duration::ZERO; Serial::NAMES.len()];
+            let mut order: [usize; Serial::NAMES.len()] = std::array::from_fn(|v| v);
+            let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ round as u64;
+            for i in 0..n {
+                shuffle(&mut order, &mut rng);
+                for &v in &order {
+                    let started = Instant::now();
+                    run.message(v, i, i + 1 == n).await;
+                    took[v] += started.elapsed();
+                }
+            }
+            took
+        })
+        .await
+        .expect("bench task panicked");
+        for (v, t) in took.iter().enumerate() {
+            us[v].push(t.as_secs_f64() * 1e6 / n as f64);
+        }
+        made.extend(scopes.into_iter().map(|s| (s, 1, n)));
+        cleaning.run(admin, made).await;
+    }
+    for (name, v) in Serial::NAMES.iter().zip(&us) {
+        let (lo, mid, hi) = spread(v.clone());
+        println!("  {name:<48} us/msg min {lo:>6.1} median {mid:>6.1} max {hi:>6.1}");
+    }
+    for (what, a, b) in [
+        ("Engine::run / raw", 3, 2),
+        ("Engine::run heartbeat off / raw", 4, 2),
+        ("raw / two bare SETs (what the scripts add)", 2, 1),
+        ("two bare SETs / bare SET", 1, 0),
+        ("Engine::run / pipelined (the pipelining gain)", 3, 5),
+    ] {
+        let (lo, mid, hi) = spread(us[a].iter().zip(&us[b]).map(|(a, b)| a / b).collect());
+        println!("  ratio {what:<46} min {lo:>6.3} median {mid:>6.3} max {hi:>6.3}");
+    }
+}
+
+/// The variants of the one-task comparison, one message at a time.
+struct Serial {
+    raw: Arc<Raw>,
+    engine: Engine<Envelope>,
+    engine_no_heartbeat: Engine<Envelope>,
+    store: RedisStore,
+    /// The pipelined variant's claim, completed with its next message's claim.
+    held: Option<(RecordKey, FencingToken)>,
+    /// One scope a variant.
+    scopes: Vec<Scope>,
+}
+
+impl Serial {
+    const NAMES: [&str; 6] = [
+        "bare SET (one round trip, reference)",
+        "two bare SETs (two round trips)",
+        "raw EVALSHA claim + EVALSHA complete",
+        "Engine::run (default config, heartbeat on)",
+        "Engine::run, heartbeat off",
+        "pipelined complete_and_claim (store, no engine)",
+    ];
+
+    /// Message `i` of variant `v`; the pipelined variant completes its last claim alone.
+    async fn message(&mut self, v: usize, i: usize, last: bool) {
+        let key = || Raw::key(&self.scopes[v], &name(0, i));
+        match v {
+            0 => self.raw.set(&key()).await,
+            1 => {
+                let key = key();
+                self.raw.set(&key).await;
+                self.raw.set(&key).await;
+            }
+            2 => self.raw.claim_complete(&[key()]).await,
+            3 | 4 => {
+                let engine = if v == 3 {
+                    &self.engine
+                } else {
+                    &self.engine_no_heartbeat
+                };
+                let msg = Envelope::new(Bytes::from_static(PAYLOAD)).with_message_id(name(0, i));
+                let out = engine
+                    .run(&msg, || async { Ok::<_, Infallible>(()) })
+                    .await
+                    .unwrap();
+                assert!(matches!(out, Outcome::Processed { .. }), "{out:?}");
+            }
+            _ => self.piped(i, last).await,
+        }
+    }
+
+    /// Claims message `i` in the same round trip as the completion of the one before.
+    async fn piped(&mut self, i: usize, last: bool) {
+        let next = ClaimRequest {
+            key: RecordKey::new(
+                self.scopes[5].clone(),
+                IdempotencyKey::new(name(0, i)).unwrap(),
+            ),
+            fingerprint: Some(Fingerprint::of(PAYLOAD)),
+            lease: LEASE,
+            retention: RETENTION,
+        };
+        let claim = match self.held.take() {
+            None => self.store.claim(&next).await.unwrap(),
+            Some((key, token)) => {
+                let done = Completion {
+                    key: &key,
+                    token,
+                    result: None,
+                    retention: RETENTION,
+                };
+                let (completed, claim) = self.store.complete_and_claim(&done, &next).await.unwrap();
+                completed.unwrap();
+                claim
+            }
+        };
+        let Claim::Acquired { token, .. } = claim else {
+            panic!("{claim:?}");
+        };
+        if last {
+            self.store
+                .complete(&next.key, token, None, RETENTION)
+                .await
+                .unwrap();
+        } else {
+            self.held = Some((next.key, token));
+        }
+    }
+}
+
+/// Shuffles `order` in place (Fisher-Yates over xorshift64).
+fn shuffle(order: &mut [usize], rng: &mut u64) {
+    for i in (1..order.len()).rev() {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        order.swap(i, (*rng % (i as u64 + 1)) as usize);
+    }
+}
+
+/// The minimum, median and maximum of `v`.
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (v[0], (v[(n - 1) / 2] + v[n / 2]) / 2.0, v[n - 1])
 }
 
 #[tokio::main]
@@ -284,6 +480,11 @@ async fn main() {
         made.push((s, 1, 1));
     }
 
+    serial(&store, &raw, &admin, &mut cleaning, &mut made).await;
+    if env("IDEMQ_BENCH_SERIAL_ONLY", 0) != 0 {
+        return;
+    }
+
     println!(
         "single path: {} msgs, {tasks} concurrent tasks, claim + complete per message \
          (engine: KeyStrategy::MessageId, fingerprints on, heartbeat OFF)",
@@ -341,43 +542,6 @@ async fn main() {
         p / e,
         p / r
     );
-
-    let serial = env("IDEMQ_BENCH_SERIAL_MSGS", 2_000);
-    println!(
-        "one task, messages one after another ({serial} msgs, latency-bound: where pipelining \
-         shows)"
-    );
-    let (mut engine_serial, mut piped_serial) = (vec![], vec![]);
-    for _ in 0..rounds {
-        let s = scope();
-        made.push((s.clone(), 1, serial));
-        let engine: Engine<Envelope> = Engine::new(
-            store.clone(),
-            EngineConfig::new(s)
-                .lease(LEASE)
-                .retention(RETENTION)
-                .heartbeat(None),
-            KeyStrategy::MessageId,
-        );
-        engine_serial.push(
-            measure(&admin, serial, 1, |_| {
-                engine_task(engine.clone(), 0, serial)
-            })
-            .await,
-        );
-        let s = scope();
-        made.push((s.clone(), 1, serial));
-        piped_serial.push(
-            measure(&admin, serial, 1, |_| {
-                piped_task(store.clone(), s.clone(), 0, serial)
-            })
-            .await,
-        );
-        cleaning.run(&admin, &mut made).await;
-    }
-    let e = report("Engine::run, 1 task", &engine_serial);
-    let p = report("pipelined complete_and_claim, 1 task", &piped_serial);
-    println!("  pipelined gain at 1 task: {:.2}x", p / e);
 
     let batch_total = per_batch_task * batch_tasks * BATCH;
     println!(
