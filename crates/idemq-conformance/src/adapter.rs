@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use idemq_consumer::{decoded, in_tx, run, Consumer, Source, Stats};
 use idemq_core::adapter::{HandlerFuture, RetryPolicy};
 use idemq_core::store::MemoryStore;
@@ -220,6 +221,23 @@ where
     f
 }
 
+/// A handler that notes its run, waits at `gate`, then succeeds.
+fn gated<D: Message>(
+    runs: &Arc<Runs>,
+    gate: &Gate,
+) -> impl Fn(&D) -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static {
+    let (runs, gate) = (runs.clone(), gate.clone());
+    move |d: &D| {
+        runs.start(&id_of(d), 1);
+        let (runs, gate) = (runs.clone(), gate.clone());
+        Box::pin(async move {
+            gate.wait().await;
+            runs.end();
+            Ok(())
+        })
+    }
+}
+
 fn id_of<D: idemq_core::Message>(d: &D) -> String {
     d.message_id().unwrap_or_default().to_owned()
 }
@@ -407,19 +425,10 @@ pub async fn in_progress_duplicate_is_deferred_never_concurrent<B: Broker>(broke
     let (runs, mut started) = Runs::new();
     let gate = Gate::new();
     let engine = memory_engine(Arc::new(MemoryStore::new()), Duration::from_secs(10));
-    let (r, g) = (runs.clone(), gate.clone());
     let h = lane
         .consumer()
         .concurrency(4)
-        .spawn(run(engine, move |d: &Delivery<B::Lane>| {
-            r.start(&id_of(d), 1);
-            let (r, g) = (r.clone(), g.clone());
-            async move {
-                g.wait().await;
-                r.end();
-                Ok::<_, String>(())
-            }
-        }));
+        .spawn(run(engine, gated(&runs, &gate)));
     let stats = h.stats().clone();
     lane.publish(Some("twice"), b"x").await;
     started.until("twice").await;
@@ -445,19 +454,10 @@ pub async fn connection_lost_mid_handler_resumes_and_applies_once<B: Broker>(bro
     let (runs, mut started) = Runs::new();
     let gate = Gate::new();
     let engine = memory_engine(Arc::new(MemoryStore::new()), Duration::from_secs(10));
-    let (r, g) = (runs.clone(), gate.clone());
     let h = lane
         .consumer()
         .drain_timeout(Duration::from_secs(20))
-        .spawn(run(engine, move |d: &Delivery<B::Lane>| {
-            r.start(&id_of(d), 1);
-            let (r, g) = (r.clone(), g.clone());
-            async move {
-                g.wait().await;
-                r.end();
-                Ok::<_, String>(())
-            }
-        }));
+        .spawn(run(engine, gated(&runs, &gate)));
     let stats = h.stats().clone();
     lane.publish(Some("cut"), b"x").await;
     started.until("cut").await;

@@ -99,10 +99,7 @@ impl<M: Message> Engine<M> {
                     attempt,
                     takeover,
                 } => {
-                    self.count_claim("acquired");
-                    if takeover {
-                        counter!(m::TAKEOVERS, "scope" => self.scope()).increment(1);
-                    }
+                    self.count_acquired(takeover);
                     owned.push((
                         r,
                         Owned {

@@ -192,10 +192,7 @@ impl<M: Message> Engine<M> {
                 attempt,
                 takeover,
             } => {
-                self.count_claim("acquired");
-                if takeover {
-                    counter!(m::TAKEOVERS, "scope" => self.scope()).increment(1);
-                }
+                self.count_acquired(takeover);
                 (token, attempt)
             }
             settled => {
@@ -323,6 +320,13 @@ impl<M: Message> Engine<M> {
 
     fn scope(&self) -> SharedString {
         self.inner.scope_label.clone()
+    }
+
+    fn count_acquired(&self, takeover: bool) {
+        self.count_claim("acquired");
+        if takeover {
+            counter!(m::TAKEOVERS, "scope" => self.scope()).increment(1);
+        }
     }
 
     fn count_claim(&self, outcome: &'static str) {
