@@ -14,7 +14,7 @@ use rocketmq_model::common::message::{MessageConst, MessageTrait};
 
 use crate::delay::level_for;
 use crate::error::RmqError;
-use crate::latch::{Latch, Settled};
+use crate::latch::{Latch, Settled, Slot};
 use crate::names::{dead_letter_topic, retry_topic};
 
 use crate::producer::{put, Producer};
@@ -22,6 +22,8 @@ use crate::producer::{put, Producer};
 /// What every delivery of one session shares to settle itself.
 pub(crate) struct Settler {
     pub(crate) producer: Producer,
+    /// Where a dropped delivery's copy is sent from: `Drop` cannot wait.
+    pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) group: String,
     pub(crate) orderly: bool,
 }
@@ -41,14 +43,15 @@ pub(crate) struct Settler {
 /// - **dead-letter**: a copy with the reason properties goes to the group's dead-letter
 ///   topic (`%DLQ%<group>`), then the original is done.
 ///
-/// Dropped unsettled (its handler aborted, its copy not stored), it fails its listener
-/// call, and the broker delivers the call again; the engine makes any copy already
-/// settled a duplicate.
+/// Dropped unsettled (its handler task died or was aborted), it comes back a second later
+/// as a copy on the retry topic, its attempt unchanged (orderly: the queue is suspended for
+/// a second); only when that copy cannot be stored does the whole listener call fail, and
+/// the broker's own ladder delivers it again (first after 10 s). The engine makes any copy
+/// already settled a duplicate.
 pub struct RmqDelivery {
     msg: MessageExt,
-    latch: Arc<Latch>,
+    slot: Option<Slot>,
     settler: Arc<Settler>,
-    settled: bool,
 }
 
 impl std::fmt::Debug for RmqDelivery {
@@ -67,9 +70,8 @@ impl RmqDelivery {
     pub(crate) fn new(msg: MessageExt, latch: Arc<Latch>, settler: Arc<Settler>) -> Self {
         Self {
             msg,
-            latch,
+            slot: Some(Slot::new(latch)),
             settler,
-            settled: false,
         }
     }
 
@@ -158,20 +160,38 @@ impl RmqDelivery {
     /// Records the outcome with the listener call; an error when the call was answered
     /// already (the session closed), since the broker then redelivers the message.
     fn finish(&mut self, how: Settled) -> Result<(), RmqError> {
-        self.settled = true;
-        if self.latch.settle(how) {
-            Ok(())
-        } else {
-            Err(RmqError::Closed)
+        match self.slot.take().map(|slot| slot.settle(how)) {
+            Some(true) => Ok(()),
+            _ => Err(RmqError::Closed),
         }
     }
 }
 
 impl Drop for RmqDelivery {
     fn drop(&mut self) {
-        if !self.settled {
-            self.latch.settle(Settled::Lost);
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        if slot.is_closed() {
+            return;
         }
+        if self.settler.orderly {
+            slot.settle(Settled::Again(Duration::from_secs(1)));
+            return;
+        }
+        let topic = retry_topic(&self.settler.group);
+        let Ok(mut copy) = self.copy_to(&topic) else {
+            return;
+        };
+        copy.set_delay_time_level(1);
+        let settler = self.settler.clone();
+        // The slot travels with the copy: settled once it is stored, lost if the copy
+        // fails or the task never runs.
+        self.settler.runtime.spawn(async move {
+            if settler.producer.send_raw(topic, copy).await.is_ok() {
+                slot.settle(Settled::Done);
+            }
+        });
     }
 }
 

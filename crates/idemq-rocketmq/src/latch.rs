@@ -74,6 +74,11 @@ impl Latch {
         !s.closed
     }
 
+    /// True once the call was answered because the session closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed
+    }
+
     fn close(&self) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.closed = true;
@@ -91,6 +96,41 @@ impl Latch {
             Verdict::Redeliver
         } else {
             s.verdict
+        }
+    }
+}
+
+/// One message's place in its listener call: settled once, and as lost if dropped
+/// unsettled, wherever it was dropped (a handler task, or a copy task that never ran).
+pub(crate) struct Slot {
+    latch: Arc<Latch>,
+    settled: bool,
+}
+
+impl Slot {
+    pub(crate) fn new(latch: Arc<Latch>) -> Self {
+        Self {
+            latch,
+            settled: false,
+        }
+    }
+
+    /// Records how the message ended; false when the call was answered already.
+    pub(crate) fn settle(mut self, how: Settled) -> bool {
+        self.settled = true;
+        self.latch.settle(how)
+    }
+
+    /// True once the call was answered because the session closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.latch.is_closed()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.latch.settle(Settled::Lost);
         }
     }
 }
@@ -175,6 +215,15 @@ mod tests {
         latch.settle(Settled::Again(Duration::from_secs(1)));
         latch.settle(Settled::Again(Duration::from_secs(3)));
         assert_eq!(latch.wait(), Verdict::Again(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn a_dropped_slot_is_lost() {
+        let calls = Calls::default();
+        let latch = calls.begin(2).unwrap();
+        assert!(Slot::new(latch.clone()).settle(Settled::Done));
+        drop(Slot::new(latch.clone()));
+        assert_eq!(latch.wait(), Verdict::Redeliver);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct Outgoing {
     pub tag: Option<String>,
     /// User properties.
     pub properties: Vec<(String, String)>,
+    /// Hold the message back at least this long before its first delivery (rounded up to
+    /// the broker's next [delay level](crate::delay)).
+    pub delay: Option<Duration>,
 }
 
 impl Outgoing {
@@ -48,7 +51,14 @@ impl Outgoing {
             id: None,
             tag: None,
             properties: Vec::new(),
+            delay: None,
         }
+    }
+
+    /// Delivered no sooner than `delay` from now (at the broker's next delay level).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay).filter(|d| !d.is_zero());
+        self
     }
 
     /// With the business key `key`.
@@ -85,6 +95,9 @@ impl Outgoing {
         }
         if let Some(tag) = self.tag {
             builder = builder.tags(tag);
+        }
+        if let Some(delay) = self.delay {
+            builder = builder.delay_level(crate::delay::level_for(delay));
         }
         for (name, value) in self.properties {
             builder = builder

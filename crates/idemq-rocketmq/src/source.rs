@@ -148,6 +148,7 @@ impl Source for RmqSource {
         producer.create_topic(&retry_topic(&self.group), 2).await?;
         let settler = Arc::new(Settler {
             producer,
+            runtime: tokio::runtime::Handle::current(),
             group: self.group.clone(),
             orderly: self.listener == Listener::Orderly,
         });

@@ -260,6 +260,18 @@ fn writes<C: StockWriter>(
     }
 }
 
+/// Runs the demo's consumer on `source` until it is idle for `idle_exit` (or forever).
+async fn consume_from<S: Source>(
+    source: S,
+    cfg: &DemoConfig,
+    idle_exit: Option<Duration>,
+) -> Result<Tally, DemoError> {
+    let db = BusinessDb::open(&cfg.db, cfg.consumers as u32 + 1).await?;
+    let dedup = Dedup::open(&cfg.store, &db).await?;
+    let running = spawn(source, dedup, db, cfg, idle_exit)?;
+    Ok(running.finish().await)
+}
+
 /// `demo consume`: consumes from the broker `cfg.broker` names until it is idle for
 /// `idle_exit` (or forever). Broker adapters plug in here, each with its own source.
 pub async fn consume_on(cfg: &DemoConfig, idle_exit: Option<Duration>) -> Result<Tally, DemoError> {
@@ -277,10 +289,22 @@ pub async fn consume_on(cfg: &DemoConfig, idle_exit: Option<Duration>) -> Result
                 prefetch,
             )
             .await?;
-            let db = BusinessDb::open(&cfg.db, cfg.consumers as u32 + 1).await?;
-            let dedup = Dedup::open(&cfg.store, &db).await?;
-            let running = spawn(broker.source(), dedup, db, cfg, idle_exit)?;
-            Ok(running.finish().await)
+            consume_from(broker.source(), cfg, idle_exit).await
+        }
+        BrokerUrl::RocketMq(url) => {
+            use super::broker::Broker as _;
+            // One listener call holds at most one message per handler slot.
+            let batch = u32::try_from(cfg.consumers).unwrap_or(1);
+            let broker = super::broker::rocketmq::RocketBroker::connect(
+                url,
+                &cfg.topic,
+                &cfg.timing.retry,
+                batch,
+            )
+            .await?;
+            let tally = consume_from(broker.source(), cfg, idle_exit).await;
+            broker.shutdown().await;
+            tally
         }
         other => Err(super::broker::not_plugged_in(other)),
     }

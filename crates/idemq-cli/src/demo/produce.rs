@@ -96,6 +96,19 @@ pub async fn produce_on(cfg: &DemoConfig) -> Result<Plan, DemoError> {
             let db = BusinessDb::open(&cfg.db, 2).await?;
             produce(&broker, &db, cfg).await
         }
+        BrokerUrl::RocketMq(url) => {
+            let broker = super::broker::rocketmq::RocketBroker::connect(
+                url,
+                &cfg.topic,
+                &cfg.timing.retry,
+                1,
+            )
+            .await?;
+            let db = BusinessDb::open(&cfg.db, 2).await?;
+            let plan = produce(&broker, &db, cfg).await;
+            broker.shutdown().await;
+            plan
+        }
         other => Err(super::broker::not_plugged_in(other)),
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod amqp;
 pub mod memory;
+pub mod rocketmq;
 
 use std::future::Future;
 use std::time::Duration;
