@@ -11,14 +11,16 @@ use idemq_consumer::Consumer;
 use idemq_core::adapter::RetryPolicy;
 use idemq_rocketmq::names::dead_letter_topic;
 use idemq_rocketmq::rocketmq_model::common::message::MessageTrait;
-use idemq_rocketmq::{Outgoing, RmqSource};
+use idemq_rocketmq::{Listener, Outgoing, RmqSource};
 
-struct Rocket;
+/// The broker, consumed with one listener kind.
+struct Rocket(Listener);
 
 struct RocketLane {
     topic: String,
     group: String,
     policy: RetryPolicy,
+    listener: Listener,
     dead: Watch,
 }
 
@@ -33,6 +35,7 @@ impl Broker for Rocket {
             topic,
             group,
             policy,
+            listener: self.0,
             dead,
         }
     }
@@ -44,6 +47,7 @@ impl Lane for RocketLane {
     fn consumer(&self) -> Consumer<RmqSource> {
         RmqSource::new(&client(), &self.topic, &self.group, self.policy.clone())
             .unwrap()
+            .listener(self.listener)
             .consumer()
     }
 
@@ -80,9 +84,18 @@ impl Lane for RocketLane {
     }
 }
 
-#[allow(unused_imports)]
-use MessageTrait as _;
+mod concurrently {
+    use super::*;
 
-idemq_conformance::adapter_conformance! {
-    broker: async { Rocket },
+    idemq_conformance::adapter_conformance! {
+        broker: async { Rocket(Listener::Concurrently) },
+    }
+}
+
+mod orderly {
+    use super::*;
+
+    idemq_conformance::adapter_conformance! {
+        broker: async { Rocket(Listener::Orderly) },
+    }
 }

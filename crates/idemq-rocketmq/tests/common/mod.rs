@@ -121,3 +121,48 @@ pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
+
+/// A TCP proxy to a store's server that can be cut, as a store outage is: while down it
+/// drops every open connection and refuses new ones.
+pub struct Outage {
+    /// The local port clients connect to.
+    pub port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Outage {
+    /// A proxy to `target` (`host:port`), up.
+    pub async fn start(target: &'static str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (up, watch) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                if !*watch.borrow() {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { port, up }
+    }
+
+    /// Cuts the server off.
+    pub fn down(&self) {
+        self.up.send_replace(false);
+    }
+
+    /// Lets clients reach the server again.
+    pub fn up(&self) {
+        self.up.send_replace(true);
+    }
+}
