@@ -10,7 +10,6 @@ use idemq_consumer::headers::{
 use idemq_consumer::Consumer;
 use idemq_core::adapter::RetryPolicy;
 use idemq_rocketmq::names::dead_letter_topic;
-use idemq_rocketmq::rocketmq_model::common::message::MessageTrait;
 use idemq_rocketmq::{Listener, Outgoing, RmqSource};
 
 /// The broker, consumed with one listener kind.
