@@ -12,6 +12,10 @@
 //! drift on a shared machine hits both. A run is timed from its first delivery to its last
 //! ack; queues, records and rows are removed afterwards.
 //!
+//! Line 1 also prints the CPU each side cost per message in this process, RabbitMQ and
+//! Redis: on a machine whose cores they share, the ratio cannot exceed raw CPU over
+//! idempotent CPU, whatever the consumer does.
+//!
 //! `cargo bench -p idemq-rabbitmq --bench consume`. Env: `IDEMQ_BENCH_N` (messages per run
 //! of line 1, default 20000), `IDEMQ_BENCH_PG_N` (line 2, default N/4),
 //! `IDEMQ_BENCH_ROUNDS` (default 5), `IDEMQ_AMQP_URL`, `IDEMQ_REDIS_URL`, `IDEMQ_PG_URL`.
@@ -251,6 +255,83 @@ async fn truncate_rows(pool: &PgPool, n: usize) {
         .unwrap();
 }
 
+/// CPU seconds used so far by this process, RabbitMQ (`beam.smp`) and Redis
+/// (`redis-server`), read from `/proc` (Linux reports them in ticks of 1/100 s). On a machine
+/// whose cores these three share, a side's rate can exceed the other's by at most the
+/// inverse ratio of their CPU per message.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    bench: f64,
+    rabbit: f64,
+    redis: f64,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        let mut cpu = Self {
+            bench: ticks("/proc/self/stat"),
+            ..Self::default()
+        };
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let dir = entry.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            match comm.trim() {
+                "beam.smp" => cpu.rabbit += ticks(dir.join("stat")),
+                "redis-server" => cpu.redis += ticks(dir.join("stat")),
+                _ => {}
+            }
+        }
+        cpu
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            bench: self.bench - before.bench,
+            rabbit: self.rabbit - before.rabbit,
+            redis: self.redis - before.redis,
+        }
+    }
+
+    fn add(&mut self, other: Self) {
+        self.bench += other.bench;
+        self.rabbit += other.rabbit;
+        self.redis += other.redis;
+    }
+
+    fn total(&self) -> f64 {
+        self.bench + self.rabbit + self.redis
+    }
+}
+
+/// utime + stime of a `/proc/PID/stat`, in seconds.
+fn ticks(path: impl AsRef<std::path::Path>) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
+}
+
+/// Runs `fut`, adding the CPU it cost to `into`.
+async fn metered<T>(into: &mut Cpu, fut: impl Future<Output = T>) -> T {
+    let before = Cpu::now();
+    let out = fut.await;
+    into.add(Cpu::now().since(before));
+    out
+}
+
+fn cpu_line(name: &str, cpu: &Cpu, msgs: usize) {
+    let per = 1e6 / msgs as f64;
+    println!(
+        "  {name:<46} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+        cpu.bench * per,
+        cpu.rabbit * per,
+        cpu.redis * per,
+        cpu.total() * per
+    );
+}
+
 /// Per-round msgs/s of one side.
 #[derive(Default)]
 struct Rates(Vec<f64>);
@@ -356,15 +437,16 @@ async fn main() {
     let warm_n = (n / 10).max(1);
     raw(&warm.raw[0], warm_n, CONCURRENCY, ack).await;
     redis_run(&redis, &redis_scope, &warm.idem[0], warm_n).await;
+    let (mut raw_cpu, mut idem_cpu) = (Cpu::default(), Cpu::default());
     for r in 0..rounds {
         let raw_run = raw(&plain.raw[r], n, CONCURRENCY, ack);
         let idem_run = redis_run(&redis, &redis_scope, &plain.idem[r], n);
         if r % 2 == 0 {
-            raw_rates.push(n, raw_run.await);
-            idem_rates.push(n, idem_run.await);
+            raw_rates.push(n, metered(&mut raw_cpu, raw_run).await);
+            idem_rates.push(n, metered(&mut idem_cpu, idem_run).await);
         } else {
-            idem_rates.push(n, idem_run.await);
-            raw_rates.push(n, raw_run.await);
+            idem_rates.push(n, metered(&mut idem_cpu, idem_run).await);
+            raw_rates.push(n, metered(&mut raw_cpu, raw_run).await);
         }
     }
 
@@ -407,6 +489,18 @@ async fn main() {
     line("raw lapin: consume + ack", &raw_rates);
     line("idempotent: AmqpSource + run, RedisStore", &idem_rates);
     ratio_line(&idem_rates, &raw_rates);
+    println!(
+        "  {:<46} {:>8} {:>8} {:>8} {:>8}",
+        "CPU µs per message (all rounds)", "bench", "rabbitmq", "redis", "total"
+    );
+    cpu_line("raw lapin", &raw_cpu, n * rounds);
+    cpu_line("idempotent", &idem_cpu, n * rounds);
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    println!(
+        "  {:<46} {:>8.2}   (raw CPU per message / idempotent's, {cores} cores shared)",
+        "CPU-bound ceiling of the ratio",
+        raw_cpu.total() / idem_cpu.total()
+    );
     println!(
         "2. one PostgreSQL row in its own transaction, {pg_n} msgs per run, pool {PG_POOL}, \
          {PG_CONCURRENCY} in flight"
