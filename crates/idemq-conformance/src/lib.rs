@@ -18,6 +18,7 @@
 //! counterpart of the store suite, given an [`adapter::Broker`] for its test setup.
 
 pub mod adapter;
+pub mod bench;
 pub mod rules;
 pub mod tx;
 mod unreachable;

@@ -25,6 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use idemq_conformance::bench::{
+    count, cpu_ceiling, cpu_header, cpu_line, env, line, ratio_line, Cpu, Rates, Server,
+};
 use idemq_consumer::{in_tx, run, Consumer, Handler};
 use idemq_core::adapter::{HandlerFuture, RetryPolicy};
 use idemq_core::{Engine, EngineConfig, KeyStrategy, Message, Scope, Store, TxEngine};
@@ -47,17 +50,6 @@ const PG_POOL: u32 = 16;
 const PG_CONCURRENCY: usize = 16;
 const ROWS: &str = "idemq_bench_amqp_rows";
 const INSERT: &str = "INSERT INTO idemq_bench_amqp_rows (k, v) VALUES ($1, $2)";
-
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.into())
-}
-
-fn count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn uri() -> String {
     env("IDEMQ_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
@@ -255,116 +247,15 @@ async fn truncate_rows(pool: &PgPool, n: usize) {
         .unwrap();
 }
 
-/// CPU seconds used so far by this process, RabbitMQ (`beam.smp`) and Redis
-/// (`redis-server`), read from `/proc` (Linux reports them in ticks of 1/100 s). On a machine
-/// whose cores these three share, a side's rate can exceed the other's by at most the
-/// inverse ratio of their CPU per message.
-#[derive(Clone, Copy, Default)]
-struct Cpu {
-    bench: f64,
-    rabbit: f64,
-    redis: f64,
-}
-
-impl Cpu {
-    fn now() -> Self {
-        let mut cpu = Self {
-            bench: ticks("/proc/self/stat"),
-            ..Self::default()
-        };
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let dir = entry.path();
-            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-            match comm.trim() {
-                "beam.smp" => cpu.rabbit += ticks(dir.join("stat")),
-                "redis-server" => cpu.redis += ticks(dir.join("stat")),
-                _ => {}
-            }
-        }
-        cpu
-    }
-
-    fn since(self, before: Self) -> Self {
-        Self {
-            bench: self.bench - before.bench,
-            rabbit: self.rabbit - before.rabbit,
-            redis: self.redis - before.redis,
-        }
-    }
-
-    fn add(&mut self, other: Self) {
-        self.bench += other.bench;
-        self.rabbit += other.rabbit;
-        self.redis += other.redis;
-    }
-
-    fn total(&self) -> f64 {
-        self.bench + self.rabbit + self.redis
-    }
-}
-
-/// utime + stime of a `/proc/PID/stat`, in seconds.
-fn ticks(path: impl AsRef<std::path::Path>) -> f64 {
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
-}
+/// The servers whose CPU line 1 meters.
+const SERVERS: &[Server] = &[("rabbitmq", "beam.smp"), ("redis", "redis-server")];
 
 /// Runs `fut`, adding the CPU it cost to `into`.
 async fn metered<T>(into: &mut Cpu, fut: impl Future<Output = T>) -> T {
-    let before = Cpu::now();
+    let before = Cpu::now(SERVERS);
     let out = fut.await;
-    into.add(Cpu::now().since(before));
+    into.add(&Cpu::now(SERVERS).since(&before));
     out
-}
-
-fn cpu_line(name: &str, cpu: &Cpu, msgs: usize) {
-    let per = 1e6 / msgs as f64;
-    println!(
-        "  {name:<46} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
-        cpu.bench * per,
-        cpu.rabbit * per,
-        cpu.redis * per,
-        cpu.total() * per
-    );
-}
-
-/// Per-round msgs/s of one side.
-#[derive(Default)]
-struct Rates(Vec<f64>);
-
-impl Rates {
-    fn push(&mut self, n: usize, took: Duration) {
-        self.0.push(n as f64 / took.as_secs_f64());
-    }
-
-    /// Min, median, max.
-    fn spread(&self) -> [f64; 3] {
-        let mut v = self.0.clone();
-        v.sort_by(f64::total_cmp);
-        [v[0], v[v.len() / 2], v[v.len() - 1]]
-    }
-
-    /// Each round's rate over `raw`'s in the same round.
-    fn ratios(&self, raw: &Rates) -> Rates {
-        Rates(self.0.iter().zip(&raw.0).map(|(i, r)| i / r).collect())
-    }
-}
-
-fn line(name: &str, rates: &Rates) {
-    let [min, med, max] = rates.spread();
-    println!("  {name:<46} {min:>8.0} {med:>8.0} {max:>8.0}");
-}
-
-fn ratio_line(idem: &Rates, raw: &Rates) {
-    let [min, med, max] = idem.ratios(raw).spread();
-    println!(
-        "  {:<46} {min:>8.2} {med:>8.2} {max:>8.2}",
-        "ratio idempotent/raw (per round)"
-    );
 }
 
 /// One line's rounds: `raw_run` and `idem_run` on their own filled queues, alternating
@@ -488,18 +379,15 @@ async fn main() {
     println!("1. trivial handler, {n} msgs per run, {CONCURRENCY} handlers in flight");
     line("raw lapin: consume + ack", &raw_rates);
     line("idempotent: AmqpSource + run, RedisStore", &idem_rates);
-    ratio_line(&idem_rates, &raw_rates);
-    println!(
-        "  {:<46} {:>8} {:>8} {:>8} {:>8}",
-        "CPU µs per message (all rounds)", "bench", "rabbitmq", "redis", "total"
-    );
+    ratio_line("ratio idempotent/raw (per round)", &idem_rates, &raw_rates);
+    cpu_header("CPU µs per message (all rounds)", SERVERS);
     cpu_line("raw lapin", &raw_cpu, n * rounds);
     cpu_line("idempotent", &idem_cpu, n * rounds);
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!(
         "  {:<46} {:>8.2}   (raw CPU per message / idempotent's, {cores} cores shared)",
         "CPU-bound ceiling of the ratio",
-        raw_cpu.total() / idem_cpu.total()
+        cpu_ceiling(&raw_cpu, &idem_cpu)
     );
     println!(
         "2. one PostgreSQL row in its own transaction, {pg_n} msgs per run, pool {PG_POOL}, \
@@ -510,5 +398,9 @@ async fn main() {
         "idempotent: in_tx, PgStore, record in the tx",
         &pg_idem_rates,
     );
-    ratio_line(&pg_idem_rates, &pg_raw_rates);
+    ratio_line(
+        "ratio idempotent/raw (per round)",
+        &pg_idem_rates,
+        &pg_raw_rates,
+    );
 }

@@ -33,6 +33,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
+use idemq_conformance::bench::{
+    count, cpu_ceiling, cpu_header, cpu_line, env, line, ratio_line, Cpu, Rates, Server,
+};
 use idemq_consumer::run;
 use idemq_core::adapter::RetryPolicy;
 use idemq_core::{Engine, EngineConfig, Scope, Store};
@@ -56,17 +59,6 @@ const BATCH: u32 = 16;
 const LISTENER_CALLS: u32 = 20;
 /// Sends in flight while filling a topic.
 const SENDS_IN_FLIGHT: usize = 64;
-
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.into())
-}
-
-fn count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn name_server() -> String {
     env("IDEMQ_ROCKETMQ_NAMESRV", "127.0.0.1:9876")
@@ -155,9 +147,9 @@ async fn raw(client: &Client, lane: &Lane) -> (Duration, Cpu) {
     let n = lane.n;
     let timed = tokio::time::timeout(deadline(n), async {
         rx.wait_for(|p| p.received > 0).await.unwrap();
-        let (start, cpu) = (Instant::now(), Cpu::now());
+        let (start, cpu) = (Instant::now(), Cpu::now(SERVERS));
         rx.wait_for(|p| p.done >= n).await.unwrap();
-        (start.elapsed(), Cpu::now().since(cpu))
+        (start.elapsed(), Cpu::now(SERVERS).since(&cpu))
     })
     .await;
     consumer.shutdown().await;
@@ -197,9 +189,9 @@ async fn idempotent(
     let n = lane.n as u64;
     let timed = tokio::time::timeout(deadline(lane.n), async {
         stats.wait_until(|s| s.received.get() > 0).await;
-        let (start, cpu) = (Instant::now(), Cpu::now());
+        let (start, cpu) = (Instant::now(), Cpu::now(SERVERS));
         stats.wait_until(|s| s.processed.get() >= n).await;
-        (start.elapsed(), Cpu::now().since(cpu))
+        (start.elapsed(), Cpu::now(SERVERS).since(&cpu))
     })
     .await;
     consumer.shutdown().await;
@@ -222,104 +214,9 @@ async fn idempotent(
     took
 }
 
-/// CPU seconds used so far by this process, the RocketMQ broker and name server, and Redis
-/// (`redis-server`), read from `/proc` (Linux reports them in ticks of 1/100 s). On a machine
-/// whose cores these share, a side's rate can exceed the other's by at most the inverse
-/// ratio of their CPU per message.
-#[derive(Clone, Copy, Default)]
-struct Cpu {
-    bench: f64,
-    rocketmq: f64,
-    redis: f64,
-}
-
-impl Cpu {
-    fn now() -> Self {
-        let mut cpu = Self {
-            bench: ticks("/proc/self/stat"),
-            ..Self::default()
-        };
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let dir = entry.path();
-            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-            // `comm` holds the first 15 bytes of the name: rocketmq-broker, rocketmq-namesr.
-            match comm.trim() {
-                c if c.starts_with("rocketmq-") => cpu.rocketmq += ticks(dir.join("stat")),
-                "redis-server" => cpu.redis += ticks(dir.join("stat")),
-                _ => {}
-            }
-        }
-        cpu
-    }
-
-    fn since(self, before: Self) -> Self {
-        Self {
-            bench: self.bench - before.bench,
-            rocketmq: self.rocketmq - before.rocketmq,
-            redis: self.redis - before.redis,
-        }
-    }
-
-    fn add(&mut self, other: Self) {
-        self.bench += other.bench;
-        self.rocketmq += other.rocketmq;
-        self.redis += other.redis;
-    }
-
-    fn total(&self) -> f64 {
-        self.bench + self.rocketmq + self.redis
-    }
-}
-
-/// utime + stime of a `/proc/PID/stat`, in seconds.
-fn ticks(path: impl AsRef<std::path::Path>) -> f64 {
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
-}
-
-fn cpu_line(name: &str, cpu: &Cpu, msgs: usize) {
-    let per = 1e6 / msgs as f64;
-    println!(
-        "  {name:<46} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
-        cpu.bench * per,
-        cpu.rocketmq * per,
-        cpu.redis * per,
-        cpu.total() * per
-    );
-}
-
-/// Per-round msgs/s of one side.
-#[derive(Default)]
-struct Rates(Vec<f64>);
-
-impl Rates {
-    fn push(&mut self, n: usize, took: Duration) -> f64 {
-        let rate = n as f64 / took.as_secs_f64();
-        self.0.push(rate);
-        rate
-    }
-
-    /// Min, median, max.
-    fn spread(&self) -> [f64; 3] {
-        let mut v = self.0.clone();
-        v.sort_by(f64::total_cmp);
-        [v[0], v[v.len() / 2], v[v.len() - 1]]
-    }
-
-    /// Each round's rate over `raw`'s in the same round.
-    fn ratios(&self, raw: &Rates) -> Rates {
-        Rates(self.0.iter().zip(&raw.0).map(|(i, r)| i / r).collect())
-    }
-}
-
-fn line(name: &str, rates: &Rates) {
-    let [min, med, max] = rates.spread();
-    println!("  {name:<46} {min:>8.0} {med:>8.0} {max:>8.0}");
-}
+/// The servers metered: the broker and name server (`rocketmq-broker`, `rocketmq-namesr`),
+/// and Redis.
+const SERVERS: &[Server] = &[("rocketmq", "rocketmq-"), ("redis", "redis-server")];
 
 #[tokio::main]
 async fn main() {
@@ -379,8 +276,8 @@ async fn main() {
             (idem_took, idem_used) = idempotent(&client, &redis, &scope, idem_lane).await;
             (raw_took, raw_used) = raw(&client, raw_lane).await;
         }
-        raw_cpu.add(raw_used);
-        idem_cpu.add(idem_used);
+        raw_cpu.add(&raw_used);
+        idem_cpu.add(&idem_used);
         let (raw_rate, idem_rate) = (raw_rates.push(n, raw_took), idem_rates.push(n, idem_took));
         println!(
             "  round {}: raw {raw_rate:>7.0} msgs/s, idemq {idem_rate:>7.0} msgs/s, ratio {:.2} \
@@ -398,23 +295,15 @@ async fn main() {
     );
     line("raw DefaultMQPushConsumer: listener, success", &raw_rates);
     line("idemq: RmqSource + run, RedisStore", &idem_rates);
-    let ratios = idem_rates.ratios(&raw_rates);
-    let [min, med, max] = ratios.spread();
-    println!(
-        "  {:<46} {min:>8.2} {med:>8.2} {max:>8.2}",
-        "ratio idemq/raw (per round)"
-    );
-    println!(
-        "  {:<46} {:>8} {:>8} {:>8} {:>8}",
-        "CPU µs per message (timed windows)", "bench", "rocketmq", "redis", "total"
-    );
+    ratio_line("ratio idemq/raw (per round)", &idem_rates, &raw_rates);
+    cpu_header("CPU µs per message (timed windows)", SERVERS);
     cpu_line("raw DefaultMQPushConsumer", &raw_cpu, n * rounds);
     cpu_line("idemq", &idem_cpu, n * rounds);
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!(
         "  {:<46} {:>8.2}   (raw CPU per message / idemq's, {cores} cores shared)",
         "CPU-bound ceiling of the ratio",
-        raw_cpu.total() / idem_cpu.total()
+        cpu_ceiling(&raw_cpu, &idem_cpu)
     );
     client.shutdown().await;
 }
