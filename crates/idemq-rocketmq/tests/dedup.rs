@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use idemq_consumer::{in_tx, run, Stats};
+use idemq_consumer::{in_tx, run, ConsumerHandle, Stats};
 use idemq_core::adapter::{HandlerFuture, RetryPolicy};
 use idemq_core::store::MemoryStore;
 use idemq_core::{Engine, EngineConfig, KeyStrategy, Message, Scope, TxEngine};
@@ -58,12 +58,18 @@ async fn until(what: &str, stats: &Stats, f: impl Fn(&Stats) -> bool) {
     within(60, what, stats.wait_until(f)).await;
 }
 
-fn counting(engine: Engine<RmqDelivery>, runs: &Runs) -> impl idemq_consumer::Handler<RmqDelivery> {
-    let runs = runs.clone();
-    run(engine, move |d: &RmqDelivery| {
-        runs.add(&String::from_utf8_lossy(d.payload()));
-        async { Ok::<_, String>(()) }
-    })
+/// A consumer of `topic` in `group` whose handler counts the runs of each payload.
+fn counting(topic: &str, group: &str, engine: Engine<RmqDelivery>) -> (ConsumerHandle, Runs) {
+    let runs = Runs::default();
+    let r = runs.clone();
+    let h = RmqSource::new(&client(), topic, group, policy())
+        .unwrap()
+        .consumer()
+        .spawn(run(engine, move |d: &RmqDelivery| {
+            r.add(&String::from_utf8_lossy(d.payload()));
+            async { Ok::<_, String>(()) }
+        }));
+    (h, runs)
 }
 
 /// The broker delivers a consumed message again (its unique id sent once more): the
@@ -76,11 +82,7 @@ async fn a_forced_redelivery_of_a_consumed_message_is_skipped() {
         EngineConfig::new(scope()),
         keys::unique_id(),
     );
-    let runs = Runs::default();
-    let h = RmqSource::new(&client(), &topic, &group, policy())
-        .unwrap()
-        .consumer()
-        .spawn(counting(engine, &runs));
+    let (h, runs) = counting(&topic, &group, engine);
     let stats = h.stats().clone();
     send(Outgoing::new(&topic, "m-1").id("uniq-1")).await;
     until("the first copy", &stats, |s| s.processed.get() == 1).await;
@@ -99,11 +101,7 @@ async fn a_resend_under_a_new_id_with_the_same_business_key_is_skipped() {
         .await
         .expect("Redis at 127.0.0.1:6379 is required");
     let engine = Engine::new(store, EngineConfig::new(scope()), keys::business_key());
-    let runs = Runs::default();
-    let h = RmqSource::new(&client(), &topic, &group, policy())
-        .unwrap()
-        .consumer()
-        .spawn(counting(engine, &runs));
+    let (h, runs) = counting(&topic, &group, engine);
     let stats = h.stats().clone();
     send(Outgoing::new(&topic, "order-7").key("order-7").id("a-1")).await;
     until("the order", &stats, |s| s.processed.get() == 1).await;
@@ -124,11 +122,7 @@ async fn the_store_down_while_consuming_applies_once_when_it_is_back() {
         .await
         .expect("Redis at 127.0.0.1:6379 is required");
     let engine = Engine::new(store, EngineConfig::new(scope()), keys::business_key());
-    let runs = Runs::default();
-    let h = RmqSource::new(&client(), &topic, &group, policy())
-        .unwrap()
-        .consumer()
-        .spawn(counting(engine, &runs));
+    let (h, runs) = counting(&topic, &group, engine);
     let stats = h.stats().clone();
     h.wait_for_session(1).await;
     outage.down();
