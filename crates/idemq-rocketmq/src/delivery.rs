@@ -151,9 +151,26 @@ impl RmqDelivery {
         Ok(copy)
     }
 
+    /// A copy for the group's retry topic, delivered after at least `delay`.
+    fn retry_copy(&self, delay: Duration) -> Result<(String, RmqMessage), RmqError> {
+        let topic = retry_topic(&self.settler.group);
+        let mut copy = self.copy_to(&topic)?;
+        copy.set_delay_time_level(level_for(delay));
+        Ok((topic, copy))
+    }
+
+    /// Notes a failure now on `copy`: its last failure, and its first unless one is known.
+    fn stamp_failure(&self, copy: &mut RmqMessage) {
+        let now = now_ms().to_string();
+        if self.property(headers::FIRST_FAILURE).is_none() {
+            put(copy, headers::FIRST_FAILURE, &now);
+        }
+        put(copy, headers::LAST_FAILURE, &now);
+    }
+
     /// Stores `copy` on `topic`, then marks the original done.
     async fn move_to(mut self, topic: String, copy: RmqMessage) -> Result<(), RmqError> {
-        self.settler.producer.send_raw(topic, copy).await?;
+        self.settler.producer.send_message(topic, copy).await?;
         self.finish(Settled::Done)
     }
 
@@ -179,16 +196,14 @@ impl Drop for RmqDelivery {
             slot.settle(Settled::Again(Duration::from_secs(1)));
             return;
         }
-        let topic = retry_topic(&self.settler.group);
-        let Ok(mut copy) = self.copy_to(&topic) else {
+        let Ok((topic, copy)) = self.retry_copy(Duration::from_secs(1)) else {
             return;
         };
-        copy.set_delay_time_level(1);
         let settler = self.settler.clone();
         // The slot travels with the copy: settled once it is stored, lost if the copy
         // fails or the task never runs.
         self.settler.runtime.spawn(async move {
-            if settler.producer.send_raw(topic, copy).await.is_ok() {
+            if settler.producer.send_message(topic, copy).await.is_ok() {
                 slot.settle(Settled::Done);
             }
         });
@@ -242,25 +257,18 @@ impl Delivery for RmqDelivery {
         if self.settler.orderly {
             return self.finish(Settled::Again(delay));
         }
-        let topic = retry_topic(&self.settler.group);
-        let mut copy = self.copy_to(&topic)?;
+        let (topic, mut copy) = self.retry_copy(delay)?;
         put(&mut copy, headers::ATTEMPT, &attempt.to_string());
         if let Some(error) = error {
-            let now = now_ms().to_string();
             put(&mut copy, headers::ERROR, error);
-            if self.property(headers::FIRST_FAILURE).is_none() {
-                put(&mut copy, headers::FIRST_FAILURE, &now);
-            }
-            put(&mut copy, headers::LAST_FAILURE, &now);
+            self.stamp_failure(&mut copy);
         }
-        copy.set_delay_time_level(level_for(delay));
         self.move_to(topic, copy).await
     }
 
     async fn dead_letter(self, reason: &DeadLetterReason) -> Result<(), RmqError> {
         let topic = dead_letter_topic(&self.settler.group);
         let mut copy = self.copy_to(&topic)?;
-        let now = now_ms().to_string();
         let attempts = match reason {
             DeadLetterReason::RetriesExhausted { attempts, .. } => *attempts,
             _ => self.attempt(),
@@ -268,10 +276,7 @@ impl Delivery for RmqDelivery {
         put(&mut copy, headers::REASON, reason.kind());
         put(&mut copy, headers::ERROR, &reason.to_string());
         put(&mut copy, headers::ATTEMPTS, &attempts.to_string());
-        if self.property(headers::FIRST_FAILURE).is_none() {
-            put(&mut copy, headers::FIRST_FAILURE, &now);
-        }
-        put(&mut copy, headers::LAST_FAILURE, &now);
+        self.stamp_failure(&mut copy);
         if let DeadLetterReason::Conflict { existing, incoming } = reason {
             put(&mut copy, headers::EXISTING_FINGERPRINT, &existing.to_hex());
             if let Some(incoming) = incoming {

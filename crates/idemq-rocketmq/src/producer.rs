@@ -171,11 +171,16 @@ impl Producer {
     pub async fn send(&self, msg: Outgoing) -> Result<SendResult, RmqError> {
         let topic = msg.topic.clone();
         let msg = msg.into_message()?;
-        self.send_raw(topic, msg).await
+        self.send_message(topic, msg).await
     }
 
-    #[doc(hidden)]
-    pub async fn send_raw(&self, topic: String, msg: Message) -> Result<SendResult, RmqError> {
+    /// Sends a message built elsewhere (a retry or dead-letter copy) and waits until the
+    /// broker has stored it; `topic` names it in the error.
+    pub(crate) async fn send_message(
+        &self,
+        topic: String,
+        msg: Message,
+    ) -> Result<SendResult, RmqError> {
         let sent = self.inner.read().await.send(msg).await?;
         match sent {
             Some(r) if r.send_status == SendStatus::SendOk => Ok(r),
