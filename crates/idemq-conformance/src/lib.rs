@@ -16,11 +16,15 @@
 //!
 //! A broker adapter runs the rules of [`adapter`] with [`adapter_conformance!`], the broker
 //! counterpart of the store suite, given an [`adapter::Broker`] for its test setup.
+//!
+//! A transaction log of transactional messages ([`idemq_sql::TxLog`]) runs the rules of
+//! [`tx_log`] with [`tx_log_conformance!`], given a migrated log on a table the suite names.
 
 pub mod adapter;
 pub mod bench;
 pub mod rules;
 pub mod tx;
+pub mod tx_log;
 mod unreachable;
 
 pub use unreachable::Unreachable;
@@ -115,5 +119,55 @@ macro_rules! tx_conformance {
                 $crate::tx::$name::<$business>($store.await).await;
             }
         )*
+    };
+}
+
+/// Generates one `#[tokio::test]` per rule of [`tx_log`] for a transaction log.
+///
+/// `log` is a future giving a migrated log on the table named `table` (a `&str`, fresh for
+/// each test, see [`tx_log::fresh_table`]). With `drop`, a future given the log (named as in
+/// `|log|`) drops that table once the rule passed; the suite drops nothing else.
+///
+/// ```ignore
+/// idemq_conformance::tx_log_conformance! {
+///     log: |table| log_on(table),
+///     drop: |log| drop_table(log),
+/// }
+/// ```
+#[macro_export]
+macro_rules! tx_log_conformance {
+    (log: |$table:ident| $log:expr $(, drop: |$dropped:ident| $drop:expr)? $(,)?) => {
+        $crate::tx_log_conformance!(@tests |$table| $log; ($(|$dropped| $drop)?);
+            a_recorded_transaction_is_committed_with_it,
+            a_rolled_back_transaction_leaves_no_row,
+            a_second_record_of_one_id_is_refused,
+            resolve_settles_an_absent_id_as_rolled_back_and_fences_a_late_record,
+            resolve_after_a_commit_answers_committed,
+            resolve_waits_for_the_open_transaction_that_holds_the_id,
+            resolve_waits_for_the_open_transaction_that_holds_the_id_then_rolls_back,
+            purge_deletes_old_rows_in_small_batches,
+            awkward_ids_and_keys_round_trip,
+        );
+    };
+    (@tests |$table:ident| $log:expr; $drop:tt; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let name = $crate::tx_log::fresh_table(stringify!($name));
+                let log = {
+                    let $table: &str = &name;
+                    $log.await
+                };
+                $crate::tx_log::$name(::std::clone::Clone::clone(&log)).await;
+                $crate::tx_log_conformance!(@drop log, $drop);
+            }
+        )*
+    };
+    (@drop $log:ident, ()) => {
+        ::std::mem::drop($log);
+    };
+    (@drop $log:ident, (|$dropped:ident| $drop:expr)) => {
+        let $dropped = $log;
+        $drop.await;
     };
 }

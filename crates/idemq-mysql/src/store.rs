@@ -93,19 +93,7 @@ impl MySqlStore {
     /// Applies `migrations/0001_records.sql`: creates the table if it does not exist. Safe
     /// to run from many processes at once.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let ddl = MIGRATION.replace("{table}", self.table.as_str());
-        let mut conn = self.pool.acquire().await.map_err(store_error)?;
-        sqlx::query("SELECT GET_LOCK('idemq_migrate', 30)")
-            .execute(&mut *conn)
-            .await
-            .map_err(store_error)?;
-        let created = sqlx::raw_sql(&ddl).execute(&mut *conn).await;
-        let released = sqlx::query("SELECT RELEASE_LOCK('idemq_migrate')")
-            .execute(&mut *conn)
-            .await;
-        created.map_err(store_error)?;
-        released.map_err(store_error)?;
-        Ok(())
+        crate::migrate::apply(&self.pool, MIGRATION, &self.table).await
     }
 
     /// The connection pool, for the application's own queries.

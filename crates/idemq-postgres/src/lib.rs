@@ -51,11 +51,29 @@
 //! ```sql
 #![doc = include_str!("../migrations/0001_records.sql")]
 //! ```
+//!
+//! # Transaction log
+//!
+//! [`PgTxLog`] is the [`TxLog`] of transactional messages: a producer writes
+//! [`TxLog::record`] first in its local transaction (from [`TxLog::begin`]), then its
+//! business change, and commits; a broker check-back reads [`TxLog::state`] and, when no
+//! row shows up, settles the id with [`TxLog::resolve`], which waits on the primary key for
+//! a transaction still holding the id. Its table (default `idemq_tx_log`, created by
+//! [`PgTxLog::migrate`]) is:
+//!
+//! ```sql
+#![doc = include_str!("../migrations/0002_tx_log.sql")]
+//! ```
 #![warn(missing_docs)]
 
+mod migrate;
 mod sql;
 mod store;
 mod tx;
+mod tx_log;
 
-pub use idemq_sql::{SweepStats, Sweeper, DEFAULT_TABLE};
+pub use idemq_sql::{
+    SweepStats, Sweeper, TxEntry, TxLog, TxLogError, TxState, DEFAULT_TABLE, DEFAULT_TX_LOG_TABLE,
+};
 pub use store::PgStore;
+pub use tx_log::PgTxLog;

@@ -19,9 +19,6 @@ use crate::sql::Sql;
 
 const MIGRATION: &str = include_str!("../migrations/0001_records.sql");
 
-/// Serialises concurrent migrations: `CREATE TABLE IF NOT EXISTS` races in PostgreSQL.
-const MIGRATION_LOCK: i64 = 0x6964_656d_715f_6d67; // "idemq_mg"
-
 /// What one statement found for a key being claimed.
 enum Probe {
     /// This statement inserted it: acquired with token 1.
@@ -91,18 +88,7 @@ impl PgStore {
     /// Applies `migrations/0001_records.sql`: creates the table and its index if they do not
     /// exist. Safe to run from many processes at once.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let ddl = MIGRATION.replace("{table}", self.table.as_str());
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MIGRATION_LOCK)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        sqlx::raw_sql(&ddl)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        tx.commit().await.map_err(store_error)
+        crate::migrate::apply(&self.pool, MIGRATION, &self.table).await
     }
 
     /// The connection pool, for the application's own queries.

@@ -46,9 +46,27 @@
 //! ```
 //!
 //! with `{table}` replaced by the table name (default `idemq_records`).
+//!
+//! # Transaction log
+//!
+//! [`SqliteTxLog`] is the [`TxLog`] of transactional messages: a producer writes
+//! [`TxLog::record`] first in its local transaction (from [`TxLog::begin`], a
+//! `BEGIN IMMEDIATE`), then its business change, and commits; a broker check-back reads
+//! [`TxLog::state`] and, when no row shows up, settles the id with [`TxLog::resolve`], which
+//! waits for SQLite's write lock (up to the busy timeout) while a local transaction holds
+//! it. Its table (default `idemq_tx_log`, created by [`SqliteTxLog::migrate`]) is:
+//!
+//! ```sql
+#![doc = include_str!("../migrations/0002_tx_log.sql")]
+//! ```
 #![warn(missing_docs)]
 
+mod migrate;
 mod store;
+mod tx_log;
 
-pub use idemq_sql::{SweepStats, Sweeper, DEFAULT_TABLE};
+pub use idemq_sql::{
+    SweepStats, Sweeper, TxEntry, TxLog, TxLogError, TxState, DEFAULT_TABLE, DEFAULT_TX_LOG_TABLE,
+};
 pub use store::SqliteStore;
+pub use tx_log::SqliteTxLog;

@@ -175,12 +175,7 @@ impl SqliteStore {
 
     /// Creates the table and its index if they do not exist.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let ddl = MIGRATION.replace("{table}", self.table.as_str());
-        sqlx::raw_sql(&ddl)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
+        crate::migrate::apply(&self.pool, MIGRATION, &self.table).await
     }
 
     /// The connection pool, for the application's own queries.
