@@ -10,6 +10,8 @@
 //!   after the last attempt, to the group's dead-letter topic with its reason.
 //! - [`Producer`] stamps the business key as the message key and keeps the producer's
 //!   unique id (`UNIQ_KEY`), so keying works on either.
+//! - [`transaction`] has the transactional producer: half messages, the local transaction
+//!   in SQL with its log row, check-backs answered from the log.
 //! - [`keys`] has the two key strategies: business key, unique id.
 //!
 //! This crate holds only what speaks RocketMQ; the loop, the handler kinds and the
@@ -26,6 +28,7 @@ mod listener;
 pub mod names;
 mod producer;
 mod source;
+pub mod transaction;
 
 pub use client::Client;
 pub use delivery::RmqDelivery;

@@ -85,7 +85,7 @@ impl Outgoing {
         self
     }
 
-    fn into_message(self) -> Result<Message, RmqError> {
+    pub(crate) fn into_message(self) -> Result<Message, RmqError> {
         check_name("topic", &self.topic)?;
         let mut builder = Message::builder()
             .topic(self.topic.as_str())
