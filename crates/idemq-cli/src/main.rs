@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use idemq_cli::demo::transactional::TxFaults;
 use idemq_cli::demo::{self, check, report, story::BusinessDb, DemoConfig, DemoError, Topic};
 use idemq_cli::url::{BrokerUrl, DbUrl, StoreUrl};
 
@@ -71,9 +72,15 @@ enum DemoCommand {
     #[command(after_long_help = URL_FORMS)]
     Run(Shared),
     /// Create the business schema if missing, place the orders and publish them (with
-    /// duplicate sends) on a real broker.
+    /// duplicate sends) on a real broker; or, with --transactional on RocketMQ, create each
+    /// order in the local transaction of its half message.
     #[command(after_long_help = URL_FORMS)]
-    Produce(Shared),
+    Produce {
+        #[command(flatten)]
+        shared: Shared,
+        #[command(flatten)]
+        tx: TxArgs,
+    },
     /// Consume the topic from a real broker until it is drained and idle.
     #[command(after_long_help = URL_FORMS)]
     Consume {
@@ -129,6 +136,64 @@ struct Shared {
     /// The seed of the fault injection. Default: from the clock.
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
+}
+
+/// The flags of `demo produce --transactional`.
+#[derive(Debug, Args)]
+struct TxArgs {
+    /// Send each order as a RocketMQ transactional message: its local transaction creates
+    /// the order in --db with the transaction-log row, and the message is delivered if and
+    /// only if it commits.
+    #[arg(long)]
+    transactional: bool,
+    /// Local transactions that decline (the order and its message roll back), as a
+    /// fraction of the orders.
+    #[arg(
+        long,
+        value_name = "FRACTION",
+        default_value_t = 0.1,
+        requires = "transactional"
+    )]
+    declines: f64,
+    /// Kill the process right after the Nth local commit, before the broker hears of it.
+    #[arg(long, value_name = "N", requires = "transactional")]
+    crash_after_commit: Option<u64>,
+    /// Kill the process inside the Nth local transaction, before its commit.
+    #[arg(long, value_name = "N", requires = "transactional")]
+    crash_in_tx: Option<u64>,
+    /// Stay up SECONDS after the last send, answering the broker's check-backs.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 5.0,
+        requires = "transactional"
+    )]
+    linger: f64,
+    /// How long a half message without a log row is in doubt before a check-back rolls it
+    /// back.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0,
+        requires = "transactional"
+    )]
+    grace: f64,
+}
+
+impl TxArgs {
+    fn faults(&self) -> Result<TxFaults, DemoError> {
+        let secs = |name: &str, s: f64| {
+            Duration::try_from_secs_f64(s)
+                .map_err(|_| DemoError::Usage(format!("{name} must be >= 0")))
+        };
+        Ok(TxFaults {
+            declines: self.declines,
+            crash_after_commit: self.crash_after_commit,
+            crash_in_tx: self.crash_in_tx,
+            linger: secs("--linger", self.linger)?,
+            grace: secs("--grace", self.grace)?,
+        })
+    }
 }
 
 impl Shared {
@@ -191,11 +256,16 @@ async fn run(command: DemoCommand) -> Result<u64, DemoError> {
             println!("{}", report::violations_line(r.violations()));
             Ok(r.violations())
         }
-        DemoCommand::Produce(shared) => {
+        DemoCommand::Produce { shared, tx } => {
             let cfg = shared.config(false)?;
             print!("{}", report::header("produce", &cfg));
-            let plan = demo::produce::produce_on(&cfg).await?;
-            println!("{}", report::produced(&plan));
+            if tx.transactional {
+                let tally = demo::transactional::produce_on(&cfg, &tx.faults()?).await?;
+                println!("{}", report::produced_tx(&tally));
+            } else {
+                let plan = demo::produce::produce_on(&cfg).await?;
+                println!("{}", report::produced(&plan));
+            }
             Ok(0)
         }
         DemoCommand::Consume { shared, idle_exit } => {

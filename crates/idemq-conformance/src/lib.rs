@@ -146,6 +146,7 @@ macro_rules! tx_log_conformance {
             resolve_waits_for_the_open_transaction_that_holds_the_id,
             resolve_waits_for_the_open_transaction_that_holds_the_id_then_rolls_back,
             purge_deletes_old_rows_in_small_batches,
+            the_purger_deletes_rows_past_retention_in_batches,
             awkward_ids_and_keys_round_trip,
         );
     };

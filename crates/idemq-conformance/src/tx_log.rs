@@ -233,6 +233,31 @@ pub async fn purge_deletes_old_rows_in_small_batches<L: TxLog>(log: L) {
     }
 }
 
+/// The purger spawned by [`TxLog::spawn_purger`] deletes what is past its retention in
+/// batches of the size asked, and nothing younger.
+pub async fn the_purger_deletes_rows_past_retention_in_batches<L: TxLog>(log: L) {
+    let entries: Vec<TxEntry> = (0..5).map(|i| entry(&format!("tx-purge-{i}"))).collect();
+    commit(&log, &entries).await;
+    // A retention of an hour keeps them all.
+    let mut keeps = log.spawn_purger(Duration::from_secs(3600), Duration::from_secs(3600), 2);
+    let kept = tokio::time::timeout(MUST_FINISH, keeps.wait_passes(1))
+        .await
+        .unwrap();
+    keeps.stop().await;
+    assert_eq!(kept.deleted, 0);
+    // Past a retention of zero (a millisecond later), all go, two a statement.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let mut purger = log.spawn_purger(Duration::ZERO, Duration::from_secs(3600), 2);
+    let done = tokio::time::timeout(MUST_FINISH, purger.wait_passes(1))
+        .await
+        .unwrap();
+    purger.stop().await;
+    assert_eq!((done.deleted, done.batches, done.errors), (5, 3, 0));
+    for e in &entries {
+        assert_eq!(log.state(&e.tx_id).await.unwrap(), None, "{e:?} was kept");
+    }
+}
+
 /// Ids and keys with quotes, SQL, unicode and the longest lengths are stored as data and
 /// found again byte for byte; ids out of bounds are refused before any SQL.
 pub async fn awkward_ids_and_keys_round_trip<L: TxLog>(log: L) {

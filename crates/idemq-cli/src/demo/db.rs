@@ -259,6 +259,15 @@ impl BusinessDb {
     /// Records the orders of a topic and gives each SKU its initial stock, in one
     /// transaction. Orders already placed are kept as they are, so placing again is harmless.
     pub async fn place_orders(&self, topic: &Topic, orders: &[Order]) -> Result<(), sqlx::Error> {
+        self.place(topic, orders).await
+    }
+
+    /// Gives each SKU of the topic its initial stock, unless it has a stock row already.
+    pub async fn place_stock(&self, topic: &Topic) -> Result<(), sqlx::Error> {
+        self.place(topic, &[]).await
+    }
+
+    async fn place(&self, topic: &Topic, orders: &[Order]) -> Result<(), sqlx::Error> {
         let (stock, order) = match self {
             Self::Sqlite(_) => (
                 "INSERT OR IGNORE INTO demo_stock (topic, sku, initial, qty) VALUES (?, ?, ?, ?)",

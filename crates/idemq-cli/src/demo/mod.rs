@@ -11,6 +11,8 @@
 //!   record lives — a store of its own, or the business transaction (`--store same`).
 //! - [`broker`]: the [`Broker`](broker::Broker) trait and the in-memory broker.
 //! - [`produce`] and [`consume`]: the two sides, shared by `demo run` and the split commands.
+//! - [`transactional`]: `demo produce --transactional`, orders created by the local
+//!   transactions of RocketMQ half messages.
 //! - [`run`]: everything in one process. [`check`]: the verdict. [`report`]: the tables.
 
 pub mod broker;
@@ -23,6 +25,7 @@ pub mod produce;
 pub mod report;
 pub mod run;
 pub mod story;
+pub mod transactional;
 
 use std::fmt;
 use std::time::Duration;

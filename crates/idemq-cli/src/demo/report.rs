@@ -10,6 +10,7 @@ use super::broker::memory::MemoryStats;
 use super::check::CheckReport;
 use super::consume::Tally;
 use super::produce::Plan;
+use super::transactional::TxTally;
 use super::DemoConfig;
 use crate::url::BrokerUrl;
 
@@ -208,6 +209,22 @@ pub fn produced(plan: &Plan) -> String {
         plan.messages.len(),
         plan.orders,
         plan.copies
+    )
+}
+
+/// The line `demo produce --transactional` ends with.
+pub fn produced_tx(t: &TxTally) -> String {
+    format!(
+        "transactional: {} orders committed ({} left to the check-back), {} declined and \
+         rolled back, {} already sent; check-backs answered {} committed, {} rolled back, \
+         {} unknown",
+        t.committed,
+        t.left_to_check,
+        t.declined,
+        t.already_sent,
+        t.checks.0,
+        t.checks.1,
+        t.checks.2
     )
 }
 

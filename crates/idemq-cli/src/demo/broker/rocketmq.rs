@@ -8,7 +8,9 @@
 //! committed offsets, and the engine makes whatever comes back a duplicate.
 
 use idemq_core::adapter::RetryPolicy;
+use idemq_rocketmq::transaction::{TxConfig, TxProducer};
 use idemq_rocketmq::{Client, Producer, RmqError, RmqSource};
+use idemq_sql::TxLog;
 
 use super::{Broker, BrokerError, Outgoing};
 use crate::demo::Topic;
@@ -40,7 +42,7 @@ impl RocketBroker {
         batch: u32,
     ) -> Result<Self, BrokerError> {
         let name_server = url.trim_start_matches("rocketmq://").trim_end_matches('/');
-        let name = format!("idemq-demo-{}", topic.as_str().replace('.', "_"));
+        let name = Self::topic_name(topic);
         let group = format!("{name}-stock");
         let client = Client::new(name_server).map_err(broker_error)?;
         let producer = Producer::start(&client, &format!("{name}-producer"))
@@ -62,6 +64,29 @@ impl RocketBroker {
 }
 
 impl RocketBroker {
+    /// The RocketMQ topic of a demo topic: `idemq-demo-TOPIC`, dots as underscores.
+    pub fn topic_name(topic: &Topic) -> String {
+        format!("idemq-demo-{}", topic.as_str().replace('.', "_"))
+    }
+
+    /// Starts the transactional producer of the topic (group `idemq-demo-TOPIC-tx`), its
+    /// local transactions and check-backs on `log`.
+    pub async fn tx_producer<L: TxLog>(
+        &self,
+        log: L,
+        config: TxConfig,
+    ) -> Result<TxProducer<L>, BrokerError> {
+        TxProducer::start(
+            &self.client,
+            &format!("{}-tx", self.topic),
+            &[&self.topic],
+            log,
+            config,
+        )
+        .await
+        .map_err(broker_error)
+    }
+
     /// Stops the producer and the client runtime (consumers stop with their runtime).
     pub async fn shutdown(&self) {
         self.producer.shutdown().await;
