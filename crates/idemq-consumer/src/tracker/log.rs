@@ -92,6 +92,14 @@ impl<P: Eq + Hash + Clone + Ord> PartitionLog<P> {
         self.lock().take_commits()
     }
 
+    /// Forgets `partition` at once, for a rebalance callback that cannot wait: see
+    /// [`CommitTracker::revoke`]. The abandoned records' tickets settle nothing from now on.
+    pub fn revoke_now(&self, partition: &P) -> Revoked {
+        let revoked = self.lock().revoke(partition);
+        self.shared.drained.notify_waiters();
+        revoked
+    }
+
     /// Revokes `partition` after a rebalance: waits until every record of it in flight is
     /// settled, or `drain_timeout` passes, then forgets it (see [`CommitTracker::revoke`])
     /// and reports the offset that may be committed and the records abandoned.
