@@ -306,6 +306,13 @@ pub async fn consume_on(cfg: &DemoConfig, idle_exit: Option<Duration>) -> Result
             broker.shutdown().await;
             tally
         }
+        BrokerUrl::Kafka(url) => {
+            use super::broker::Broker as _;
+            let broker =
+                super::broker::kafka::KafkaBroker::connect(url, &cfg.topic, &cfg.timing.retry, 64)
+                    .await?;
+            consume_from(broker.source(), cfg, idle_exit).await
+        }
         other => Err(super::broker::not_plugged_in(other)),
     }
 }

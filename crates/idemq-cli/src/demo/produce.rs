@@ -109,6 +109,13 @@ pub async fn produce_on(cfg: &DemoConfig) -> Result<Plan, DemoError> {
             broker.shutdown().await;
             plan
         }
+        BrokerUrl::Kafka(url) => {
+            let broker =
+                super::broker::kafka::KafkaBroker::connect(url, &cfg.topic, &cfg.timing.retry, 1)
+                    .await?;
+            let db = BusinessDb::open(&cfg.db, 2).await?;
+            produce(&broker, &db, cfg).await
+        }
         other => Err(super::broker::not_plugged_in(other)),
     }
 }

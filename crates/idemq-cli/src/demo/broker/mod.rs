@@ -5,6 +5,7 @@
 //! consumer is the runtime's ([`idemq_consumer::Consumer`]), as in a user's service.
 
 pub mod amqp;
+pub mod kafka;
 pub mod memory;
 pub mod rocketmq;
 
