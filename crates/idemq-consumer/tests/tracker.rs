@@ -134,6 +134,24 @@ fn a_ticket_from_before_a_revoke_does_not_settle_the_next_assignment() {
 }
 
 #[test]
+fn a_ticket_is_current_until_settled_or_revoked() {
+    let mut tracker = CommitTracker::new();
+    let a = tracker.track(0, 1).unwrap();
+    let b = tracker.track(0, 2).unwrap();
+    assert!(tracker.is_current(&a) && tracker.is_current(&b));
+    tracker.settle(&a);
+    assert!(!tracker.is_current(&a));
+    tracker.revoke(&0);
+    assert!(!tracker.is_current(&b));
+    let again = tracker.track(0, 2).unwrap();
+    assert!(tracker.is_current(&again));
+    assert!(
+        !tracker.is_current(&b),
+        "an old assignment's ticket stays stale"
+    );
+}
+
+#[test]
 fn keyed_queue_runs_one_record_per_key_in_arrival_order() {
     let mut queue = KeyedQueue::new();
     assert_eq!(queue.admit("k", 1), Some(1));

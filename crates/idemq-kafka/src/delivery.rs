@@ -11,9 +11,11 @@ use idemq_core::time::{duration_ms, now_ms};
 use idemq_core::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::Message as _;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 
 use crate::error::KafkaError;
+use crate::ordering::{LaneGuard, Retries};
 use crate::producer::{Producer, MESSAGE_ID};
 
 /// The header of a retry copy saying when it is due (Unix milliseconds): the session holds
@@ -35,6 +37,23 @@ pub(crate) struct Shared {
     /// Set when the session closed: its records come again to the next owner, so a settle
     /// now is refused instead of reported done.
     pub(crate) closed: AtomicBool,
+    pub(crate) retries: Retries,
+    /// Takes records retried in place back to the session, until they are due.
+    pub(crate) again: UnboundedSender<Again>,
+}
+
+/// A record retried in place, going back to its session until `due` (Unix ms).
+pub(crate) struct Again {
+    pub(crate) due: i64,
+    pub(crate) delivery: KafkaDelivery,
+}
+
+/// What a record retried in place carries from one attempt to the next (a retry copy
+/// carries it in headers).
+#[derive(Debug, Clone, Copy)]
+struct InPlace {
+    attempt: u32,
+    first_failure: Option<i64>,
 }
 
 /// A Kafka record delivered by a [`KafkaSession`](crate::KafkaSession).
@@ -46,10 +65,13 @@ pub(crate) struct Shared {
 ///   settled too;
 /// - **redeliver**: a copy with the attempt, the error and when it is [due](DUE) goes to
 ///   the retry topic (`<topic>.idemq-retry`, consumed by the same group), then settled;
+///   retried [in place](Retries::InPlace), the record itself waits in its session until it
+///   is due, unsettled, holding its place in its lane;
 /// - **dead letter**: a copy with the reason, the error, the attempts, the original topic
 ///   and the failure times goes to `<topic>.idemq-dlt`, then settled;
 /// - **dropped unsettled** (a handler task aborted): a copy due a second later, then
-///   settled. After the session closed, every settle is refused with
+///   settled (in place: the record again a second later); a record whose partition was
+///   revoked meanwhile is left to the partition's next owner. After the session closed, every settle is refused with
 ///   [`KafkaError::Closed`]: the record comes again to the partition's next owner. A copy
 ///   that cannot be stored leaves the record unsettled: the partition's
 ///   commits stop before it and the next owner gets it again.
@@ -57,6 +79,9 @@ pub struct KafkaDelivery {
     record: OwnedMessage,
     ticket: Option<Ticket<Part>>,
     shared: Arc<Shared>,
+    /// Held while the record runs, if its lane is ordered.
+    lane: Option<LaneGuard>,
+    in_place: Option<InPlace>,
 }
 
 impl std::fmt::Debug for KafkaDelivery {
@@ -75,7 +100,21 @@ impl KafkaDelivery {
             record,
             ticket: Some(ticket),
             shared,
+            lane: None,
+            in_place: None,
         }
+    }
+
+    /// Holds `lane` until this record is done with.
+    pub(crate) fn hold(&mut self, lane: LaneGuard) {
+        self.lane = Some(lane);
+    }
+
+    /// Whether the record is still its partition's to settle: not settled, not revoked.
+    pub(crate) fn is_current(&self) -> bool {
+        self.ticket
+            .as_ref()
+            .is_some_and(|t| self.shared.log.is_current(t))
     }
 
     /// The record key.
@@ -110,6 +149,42 @@ impl KafkaDelivery {
     /// When a retry copy is due, if it is one.
     pub(crate) fn due(&self) -> Option<i64> {
         self.int(DUE)
+    }
+
+    /// When this record first failed, if it did.
+    fn first_failure(&self) -> Option<i64> {
+        match self.in_place {
+            Some(p) => p.first_failure,
+            None => self.int(headers::FIRST_FAILURE),
+        }
+    }
+
+    /// Sends the record back to its session until `due`, as attempt `attempt`.
+    fn put_back(mut self, due: i64, attempt: u32, failed: bool) -> Result<(), KafkaError> {
+        self.check_open()?;
+        let first_failure = self.first_failure();
+        self.in_place = Some(InPlace {
+            attempt,
+            first_failure: first_failure.or(failed.then(now_ms)),
+        });
+        let again = self.shared.again.clone();
+        again
+            .send(Again {
+                due,
+                delivery: self,
+            })
+            .map_err(|_| KafkaError::Closed)
+    }
+
+    /// Takes the parts out, leaving a shell whose drop does nothing.
+    fn take(&mut self) -> KafkaDelivery {
+        KafkaDelivery {
+            record: self.record.clone(),
+            ticket: self.ticket.take(),
+            shared: self.shared.clone(),
+            lane: self.lane.take(),
+            in_place: self.in_place,
+        }
     }
 
     fn check_open(&self) -> Result<(), KafkaError> {
@@ -177,7 +252,7 @@ impl KafkaDelivery {
         ];
         if let Some(error) = error {
             set.push((headers::ERROR, error.to_owned()));
-            let first = self.int(headers::FIRST_FAILURE).unwrap_or(now);
+            let first = self.first_failure().unwrap_or(now);
             set.push((headers::FIRST_FAILURE, first.to_string()));
             set.push((headers::LAST_FAILURE, now.to_string()));
         }
@@ -186,22 +261,25 @@ impl KafkaDelivery {
 }
 
 impl Drop for KafkaDelivery {
-    /// A delivery dropped unsettled (its handler was aborted) comes back as a copy a
-    /// second later, without spending an attempt.
+    /// A delivery dropped unsettled (its handler was aborted) comes back a second later,
+    /// without spending an attempt.
     fn drop(&mut self) {
-        let Some(ticket) = self.ticket.take() else {
+        if self.shared.closed.load(Ordering::SeqCst) || !self.is_current() {
             return;
-        };
-        if self.shared.closed.load(Ordering::SeqCst) {
+        }
+        let copy = self.take();
+        if copy.shared.retries == Retries::InPlace {
+            let attempt = copy.attempt();
+            let due = now_ms() + 1000;
+            if copy.put_back(due, attempt, false).is_err() {
+                tracing::debug!(
+                    "a dropped delivery's session is gone: its partition's next owner gets it"
+                );
+            }
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
-        };
-        let copy = KafkaDelivery {
-            record: self.record.clone(),
-            ticket: Some(ticket),
-            shared: self.shared.clone(),
         };
         runtime.spawn(async move {
             let attempt = copy.attempt();
@@ -234,6 +312,9 @@ impl Delivery for KafkaDelivery {
     type Error = KafkaError;
 
     fn attempt(&self) -> u32 {
+        if let Some(p) = self.in_place {
+            return p.attempt;
+        }
         self.int(headers::ATTEMPT)
             .and_then(|a| u32::try_from(a).ok())
             .unwrap_or(1)
@@ -252,6 +333,10 @@ impl Delivery for KafkaDelivery {
         attempt: u32,
         error: Option<&str>,
     ) -> Result<(), KafkaError> {
+        if self.shared.retries == Retries::InPlace {
+            let due = now_ms() + duration_ms(delay);
+            return self.put_back(due, attempt, error.is_some());
+        }
         let set = self.retry_headers(delay, attempt, error);
         let topic = self.shared.retry_topic.clone();
         self.move_to(&topic, &set).await
@@ -270,7 +355,7 @@ impl Delivery for KafkaDelivery {
             (headers::ORIGINAL_QUEUE, self.shared.topic.clone()),
             (
                 headers::FIRST_FAILURE,
-                self.int(headers::FIRST_FAILURE).unwrap_or(now).to_string(),
+                self.first_failure().unwrap_or(now).to_string(),
             ),
             (headers::LAST_FAILURE, now.to_string()),
         ];

@@ -7,7 +7,9 @@
 //!   consumed duplicate is acked, an in-flight duplicate and a failure go to the retry
 //!   topic (held back until due), the last failure and poison to the dead-letter topic with
 //!   their reason. Offsets are committed only past settled records; a revoked partition
-//!   commits what is settled and leaves the rest to its next owner.
+//!   commits what is settled and leaves the rest to its next owner. A partition runs one
+//!   record at a time in offset order, or one per ordering key, or unordered
+//!   ([`Ordering`]); retries go through a retry topic or wait in place ([`Retries`]).
 //! - [`Producer`] is idempotent (`enable.idempotence`), puts the business key in the record
 //!   key and stamps a message id header ([`MESSAGE_ID`]) on every record.
 //! - [`keys`] has the key strategies: record key, message id.
@@ -20,11 +22,13 @@ mod delivery;
 mod error;
 pub mod keys;
 pub mod names;
+mod ordering;
 mod producer;
 mod source;
 
 pub use delivery::{KafkaDelivery, DUE};
 pub use error::KafkaError;
+pub use ordering::{Ordering, OrderingKey, Retries};
 pub use producer::{Outgoing, Producer, MESSAGE_ID};
 pub use source::{KafkaSession, KafkaSource};
 

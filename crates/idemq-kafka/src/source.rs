@@ -2,29 +2,33 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{self, AtomicBool};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::FutureExt;
-use idemq_consumer::tracker::PartitionLog;
+use idemq_consumer::tracker::{KeyedQueue, PartitionLog};
 use idemq_consumer::{Closer, Consumer, Session, Source};
 use idemq_core::adapter::RetryPolicy;
 use idemq_core::time::now_ms;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message as _};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::{watch, Notify};
 
 use crate::admin::create_topics;
 use crate::context::{commit_settled, GroupContext};
-use crate::delivery::{KafkaDelivery, Shared};
+use crate::delivery::{Again, KafkaDelivery, Shared};
 use crate::error::KafkaError;
 use crate::names::{check_name, dead_letter_topic, retry_topic};
+use crate::ordering::{Lane, LaneGuard, Ordering, Retries};
 use crate::producer::Producer;
 
 /// How long settled offsets gather before one commit covers them all, by default.
 const COMMIT_EVERY: Duration = Duration::from_millis(50);
+/// How many records may wait behind their lanes before the session stops reading.
+const MAX_WAITING: usize = 4096;
 
 /// A topic consumed by a consumer group, as a source of the consumer runtime.
 ///
@@ -32,7 +36,9 @@ const COMMIT_EVERY: Duration = Duration::from_millis(50);
 /// auto-commit off: a partition's offset is committed only past records that are settled
 /// (acked, or moved to the retry or dead-letter topic), whatever order their handlers
 /// finish in (the runtime's [`PartitionLog`]). A poll batch (up to [`batch`](Self::batch)
-/// records ready together) is claimed with one `claim_batch`.
+/// records ready together) is claimed with one `claim_batch`. By default a partition runs
+/// one record at a time, in offset order ([`Ordering`]); failed records are retried
+/// through the retry topic or in place ([`Retries`]).
 #[derive(Debug, Clone)]
 pub struct KafkaSource {
     bootstrap: String,
@@ -43,6 +49,8 @@ pub struct KafkaSource {
     partitions: i32,
     create_topics: bool,
     commit_every: Duration,
+    ordering: Ordering,
+    retries: Retries,
     config: Vec<(String, String)>,
 }
 
@@ -66,8 +74,22 @@ impl KafkaSource {
             partitions: 4,
             create_topics: true,
             commit_every: COMMIT_EVERY,
+            ordering: Ordering::default(),
+            retries: Retries::default(),
             config: Vec::new(),
         })
+    }
+
+    /// Which records of a partition wait for which (default [`Ordering::Partition`]).
+    pub fn ordering(mut self, ordering: Ordering) -> Self {
+        self.ordering = ordering;
+        self
+    }
+
+    /// Where a failed record waits for its next attempt (default [`Retries::Topic`]).
+    pub fn retries(mut self, retries: Retries) -> Self {
+        self.retries = retries;
+        self
     }
 
     /// At most `n` records ready together make one batch (default 64).
@@ -143,6 +165,8 @@ impl Source for KafkaSource {
             abandoned: abandoned.clone(),
         })?;
         consumer.subscribe(&[&self.topic, &retry])?;
+        let (again, again_rx) = unbounded_channel();
+        let (free, free_rx) = unbounded_channel();
         let shared = Arc::new(Shared {
             log,
             producer: Producer::new(&self.bootstrap)?,
@@ -151,6 +175,8 @@ impl Source for KafkaSource {
             dead_letter_topic: dead,
             commit: Notify::new(),
             closed: AtomicBool::new(false),
+            retries: self.retries,
+            again,
         });
         let consumer = Arc::new(consumer);
         let (closed, closing) = watch::channel(false);
@@ -164,6 +190,11 @@ impl Source for KafkaSource {
             consumer,
             shared,
             batch: self.batch,
+            ordering: self.ordering.clone(),
+            lanes: KeyedQueue::new(),
+            free,
+            free_rx,
+            again_rx,
             held: BinaryHeap::new(),
             seq: 0,
             closed: Arc::new(closed),
@@ -201,7 +232,7 @@ async fn committer(
     }
 }
 
-/// A retry copy held back until it is due.
+/// A retry copy, or a record retried in place, held back until it is due.
 struct Held {
     due: i64,
     seq: u64,
@@ -225,11 +256,27 @@ impl Ord for Held {
     }
 }
 
+/// What woke a session waiting in `recv`.
+enum Woke {
+    Record(OwnedMessage),
+    Free(Lane),
+    Again(Again),
+    Due,
+}
+
 /// One group member's stream of deliveries.
 pub struct KafkaSession {
     consumer: Arc<StreamConsumer<GroupContext>>,
     shared: Arc<Shared>,
     batch: usize,
+    ordering: Ordering,
+    /// Records waiting for the record of their lane that runs.
+    lanes: KeyedQueue<Lane, KafkaDelivery>,
+    free: UnboundedSender<Lane>,
+    /// Lanes whose running record is done with.
+    free_rx: UnboundedReceiver<Lane>,
+    /// Records retried in place.
+    again_rx: UnboundedReceiver<Again>,
     held: BinaryHeap<Reverse<Held>>,
     seq: u64,
     closed: Arc<watch::Sender<bool>>,
@@ -241,7 +288,8 @@ pub struct KafkaSession {
 }
 
 impl KafkaSession {
-    /// Tracks a record and files it: ready now, or held until its due time.
+    /// Tracks a record and files it: ready now, waiting behind its lane, or held until its
+    /// due time.
     fn admit(&mut self, record: OwnedMessage, ready: &mut Vec<KafkaDelivery>) {
         let part = (record.topic().to_owned(), record.partition());
         let offset = record.offset();
@@ -254,29 +302,62 @@ impl KafkaSession {
                 self.shared.log.revoke_now(&part);
                 self.shared
                     .log
-                    .track(part, offset)
+                    .track(part.clone(), offset)
                     .expect("a forgotten partition tracks any offset")
             }
         };
+        // Retry copies are out of order already: they wait only for their due time.
+        let lane = if part.0 == self.shared.retry_topic {
+            None
+        } else {
+            self.ordering.lane(&part, &record)
+        };
         let delivery = KafkaDelivery::new(record, ticket, self.shared.clone());
-        match delivery.due().filter(|due| *due > now_ms()) {
-            Some(due) => {
-                self.seq += 1;
-                self.held.push(Reverse(Held {
-                    due,
-                    seq: self.seq,
-                    delivery,
-                }));
+        if let Some(lane) = lane {
+            if let Some(delivery) = self.lanes.admit(lane.clone(), delivery) {
+                self.run(lane, delivery, ready);
             }
+            return;
+        }
+        match delivery.due().filter(|due| *due > now_ms()) {
+            Some(due) => self.hold(due, delivery),
             None => ready.push(delivery),
         }
+    }
+
+    /// Hands out the record that now holds `lane`.
+    fn run(&self, lane: Lane, mut delivery: KafkaDelivery, ready: &mut Vec<KafkaDelivery>) {
+        delivery.hold(LaneGuard::new(lane, self.free.clone()));
+        ready.push(delivery);
+    }
+
+    /// `lane`'s record is done with: hands out the next one still in flight. Records of a
+    /// partition revoked since they arrived are skipped (its next owner reads them).
+    fn release(&mut self, lane: Lane, ready: &mut Vec<KafkaDelivery>) {
+        while let Some(next) = self.lanes.finish(&lane) {
+            if next.is_current() {
+                self.run(lane, next, ready);
+                return;
+            }
+        }
+    }
+
+    fn hold(&mut self, due: i64, delivery: KafkaDelivery) {
+        self.seq += 1;
+        self.held.push(Reverse(Held {
+            due,
+            seq: self.seq,
+            delivery,
+        }));
     }
 
     fn take_due(&mut self, ready: &mut Vec<KafkaDelivery>) {
         let now = now_ms();
         while self.held.peek().is_some_and(|h| h.0.due <= now) {
             if let Some(Reverse(h)) = self.held.pop() {
-                ready.push(h.delivery);
+                if h.delivery.is_current() {
+                    ready.push(h.delivery);
+                }
             }
         }
     }
@@ -286,6 +367,8 @@ impl Session for KafkaSession {
     type Delivery = KafkaDelivery;
     type Error = KafkaError;
 
+    /// Cancel-safe: nothing is held in the future across an await, so a dropped `recv`
+    /// loses no record.
     async fn recv(&mut self) -> Result<Option<Vec<KafkaDelivery>>, KafkaError> {
         loop {
             let mut ready = Vec::new();
@@ -299,17 +382,25 @@ impl Session for KafkaSession {
             });
             let consumer = self.consumer.clone();
             let mut closing = self.closing.clone();
-            let first = tokio::select! {
-                m = consumer.recv() => Some(m?.detach()),
-                _ = tokio::time::sleep(wait) => None,
+            let reading = self.lanes.held() < MAX_WAITING;
+            let woke = tokio::select! {
+                m = consumer.recv(), if reading => Woke::Record(m?.detach()),
+                Some(lane) = self.free_rx.recv() => Woke::Free(lane),
+                Some(again) = self.again_rx.recv() => Woke::Again(again),
+                _ = tokio::time::sleep(wait) => Woke::Due,
                 _ = closing.wait_for(|c| *c) => return Err(KafkaError::Closed),
             };
-            let Some(first) = first else {
-                continue;
-            };
-            self.admit(first, &mut ready);
+            match woke {
+                Woke::Record(record) => self.admit(record, &mut ready),
+                Woke::Free(lane) => self.release(lane, &mut ready),
+                Woke::Again(again) => self.hold(again.due, again.delivery),
+                Woke::Due => {}
+            }
             // Whatever else is ready joins the batch, without waiting.
-            while ready.len() < self.batch {
+            while let Ok(lane) = self.free_rx.try_recv() {
+                self.release(lane, &mut ready);
+            }
+            while ready.len() < self.batch && self.lanes.held() < MAX_WAITING {
                 match consumer.recv().now_or_never() {
                     Some(m) => {
                         let record = m?.detach();
@@ -326,7 +417,7 @@ impl Session for KafkaSession {
 
     /// Pauses every assigned partition: nothing more is fetched while the runtime drains.
     async fn cancel(&mut self) {
-        self.draining.store(true, Ordering::SeqCst);
+        self.draining.store(true, atomic::Ordering::SeqCst);
         if let Ok(assigned) = self.consumer.assignment() {
             let _ = self.consumer.pause(&assigned);
         }
@@ -344,12 +435,12 @@ impl Session for KafkaSession {
         let abandoned = self.abandoned.clone();
         Closer::new(move || {
             let (consumer, shared, closed) = (consumer.clone(), shared.clone(), closed.clone());
-            let graceful = draining.load(Ordering::SeqCst);
+            let graceful = draining.load(atomic::Ordering::SeqCst);
             if !graceful {
-                abandoned.store(true, Ordering::SeqCst);
+                abandoned.store(true, atomic::Ordering::SeqCst);
             }
             async move {
-                shared.closed.store(true, Ordering::SeqCst);
+                shared.closed.store(true, atomic::Ordering::SeqCst);
                 closed.send_replace(true);
                 let Some(consumer) = consumer.upgrade() else {
                     return;
@@ -369,9 +460,9 @@ impl Drop for KafkaSession {
     /// end it) commits nothing more: the consumer's close revokes its partitions, and the
     /// revocation must not commit what a crashed member never would have.
     fn drop(&mut self) {
-        if !self.draining.load(Ordering::SeqCst) {
-            self.abandoned.store(true, Ordering::SeqCst);
-            self.shared.closed.store(true, Ordering::SeqCst);
+        if !self.draining.load(atomic::Ordering::SeqCst) {
+            self.abandoned.store(true, atomic::Ordering::SeqCst);
+            self.shared.closed.store(true, atomic::Ordering::SeqCst);
         }
     }
 }

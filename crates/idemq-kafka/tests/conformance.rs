@@ -1,4 +1,5 @@
-//! The adapter conformance suite on a real Kafka-protocol broker (tansu, `scripts/tansu`).
+//! The adapter conformance suite on a real Kafka-protocol broker (tansu, `scripts/tansu`),
+//! for each way a session orders its records and retries them.
 
 mod common;
 
@@ -10,15 +11,17 @@ use idemq_consumer::headers::{
 use idemq_consumer::Consumer;
 use idemq_core::adapter::RetryPolicy;
 use idemq_kafka::names::dead_letter_topic;
-use idemq_kafka::{KafkaSource, Outgoing, MESSAGE_ID};
+use idemq_kafka::{KafkaSource, Ordering, Outgoing, Retries, MESSAGE_ID};
 
-struct Kafka;
+struct Kafka(fn() -> Ordering, Retries);
 
 struct KafkaLane {
     topic: String,
     group: String,
     policy: RetryPolicy,
     dead: Watch,
+    ordering: Ordering,
+    retries: Retries,
 }
 
 impl Broker for Kafka {
@@ -32,6 +35,8 @@ impl Broker for Kafka {
             topic,
             policy,
             dead,
+            ordering: (self.0)(),
+            retries: self.1,
         }
     }
 }
@@ -42,6 +47,8 @@ impl Lane for KafkaLane {
     fn consumer(&self) -> Consumer<KafkaSource> {
         KafkaSource::new(bootstrap(), &self.topic, &self.group, self.policy.clone())
             .unwrap()
+            .ordering(self.ordering.clone())
+            .retries(self.retries)
             .consumer()
     }
 
@@ -70,6 +77,29 @@ impl Lane for KafkaLane {
     }
 }
 
-idemq_conformance::adapter_conformance! {
-    broker: async { Kafka },
+mod unordered {
+    use super::*;
+
+    idemq_conformance::adapter_conformance! {
+        broker: async { Kafka(|| Ordering::Unordered, Retries::Topic) },
+    }
+}
+
+mod in_place {
+    use super::*;
+
+    idemq_conformance::adapter_conformance! {
+        broker: async { Kafka(|| Ordering::Unordered, Retries::InPlace) },
+    }
+}
+
+/// The default, one record of a partition at a time: the suite's `ordered` rules.
+/// tests/ordering.rs covers the order itself.
+mod by_partition {
+    use super::*;
+
+    idemq_conformance::adapter_conformance! {
+        broker: async { Kafka(Ordering::default, Retries::Topic) },
+        ordered,
+    }
 }

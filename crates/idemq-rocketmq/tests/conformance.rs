@@ -91,29 +91,13 @@ mod concurrently {
     }
 }
 
-/// The orderly listener through the suite's rules, but for two: an in-progress duplicate
-/// and a batch with two copies of one key need both copies in flight at once, which orderly
-/// consumption forbids when they share a queue (the producer picks it), so those two pass
-/// or hang by placement. tests/dedup.rs covers the orderly listener's queue order.
+/// The orderly listener, one message of a queue at a time: the suite's `ordered` rules.
+/// tests/dedup.rs covers the orderly listener's queue order.
 mod orderly {
     use super::*;
-    use idemq_conformance::adapter as rules;
 
-    macro_rules! orderly_rules {
-        ($($rule:ident),* $(,)?) => {$(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $rule() {
-                rules::$rule(&Rocket(Listener::Orderly)).await;
-            }
-        )*};
+    idemq_conformance::adapter_conformance! {
+        broker: async { Rocket(Listener::Orderly) },
+        ordered,
     }
-
-    orderly_rules!(
-        exactly_once_with_duplicates_three_consumers_and_one_killed,
-        retry_then_success_sees_each_attempt,
-        always_failing_is_dead_lettered_after_max_attempts,
-        poison_is_dead_lettered_at_once,
-        connection_lost_mid_handler_resumes_and_applies_once,
-        shutdown_drains_and_abandons_a_hung_handler,
-    );
 }

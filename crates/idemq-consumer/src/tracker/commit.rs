@@ -188,6 +188,14 @@ impl<P: Eq + Hash + Clone + Ord> CommitTracker<P> {
         }
     }
 
+    /// Whether `ticket` is still in flight: tracked, not settled, and from the current
+    /// assignment of its partition (a record revoked since is not).
+    pub fn is_current(&self, ticket: &Ticket<P>) -> bool {
+        self.partitions.get(&ticket.partition).is_some_and(|state| {
+            state.assignment == ticket.assignment && state.unsettled.contains_key(&ticket.offset)
+        })
+    }
+
     /// The offset that may be committed for `partition` (the next one to consume), or
     /// `None` if no record of its current assignment has settled past its first.
     pub fn committable(&self, partition: &P) -> Option<i64> {

@@ -72,6 +72,11 @@ impl<P: Eq + Hash + Clone + Ord> PartitionLog<P> {
         settled
     }
 
+    /// [`CommitTracker::is_current`].
+    pub fn is_current(&self, ticket: &Ticket<P>) -> bool {
+        self.lock().is_current(ticket)
+    }
+
     /// [`CommitTracker::committable`].
     pub fn committable(&self, partition: &P) -> Option<i64> {
         self.lock().committable(partition)
