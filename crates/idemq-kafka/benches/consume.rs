@@ -217,15 +217,17 @@ async fn compare(cluster: &Cluster, store: &RedisStore, n: usize, rounds: usize)
     let fill_started = Instant::now();
     let warm_n = (n / 10).max(1);
     let mut warm = Vec::new();
-    let mut topics = Vec::new();
     for _ in SIDES {
         warm.push(cluster.filled(&producer, warm_n).await);
-        topics.push(Vec::new());
     }
+    // Per round, a topic per side.
+    let mut topics = Vec::new();
     for _ in 0..rounds {
-        for side in &mut topics {
-            side.push(cluster.filled(&producer, n).await);
+        let mut round = Vec::new();
+        for _ in SIDES {
+            round.push(cluster.filled(&producer, n).await);
         }
+        topics.push(round);
     }
     println!(
         "{}: {PARTITIONS} partitions; {rounds} rounds draining {n} records each after a \
@@ -238,11 +240,11 @@ async fn compare(cluster: &Cluster, store: &RedisStore, n: usize, rounds: usize)
     }
     let mut rates = vec![Rates::default(); SIDES.len()];
     let mut cpu = vec![Cpu::default(); SIDES.len()];
-    for r in 0..rounds {
+    for (r, round_topics) in topics.iter().enumerate() {
         let mut round = vec![0.0; SIDES.len()];
         for k in 0..SIDES.len() {
             let s = (r + k) % SIDES.len();
-            let (took, used) = drain(cluster, store, SIDES[s].1, &topics[s][r], n).await;
+            let (took, used) = drain(cluster, store, SIDES[s].1, &round_topics[s], n).await;
             round[s] = rates[s].push(n, took);
             cpu[s].add(&used);
         }
