@@ -18,6 +18,9 @@ pub struct Demo {
     /// The consumers' `--idle-exit` in seconds: long enough for the broker to give back
     /// what a killed process held.
     pub idle_exit: &'static str,
+    /// Whether a new consumer process replaces the killed one, rather than the survivor
+    /// taking over alone.
+    pub replace_killed: bool,
 }
 
 impl Demo {
@@ -180,11 +183,15 @@ pub async fn two_consumer_processes_one_killed_apply_each_order_once(demo: &Demo
     doomed.wait().unwrap();
     assert!(applied_at_kill < ORDERS, "the kill must happen mid-way");
 
-    let survived = survivor.wait_with_output().unwrap();
-    assert!(
-        survived.status.success(),
-        "the surviving consumer failed:\n{}",
-        text(&survived)
-    );
+    let replacement = demo.replace_killed.then(|| demo.consume(&db, &topic, "13"));
+    for (name, consumer) in [("surviving", Some(survivor)), ("replacement", replacement)] {
+        let Some(consumer) = consumer else { continue };
+        let done = consumer.wait_with_output().unwrap();
+        assert!(
+            done.status.success(),
+            "the {name} consumer failed:\n{}",
+            text(&done)
+        );
+    }
     demo.check(&db, &topic);
 }
