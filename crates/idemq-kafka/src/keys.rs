@@ -1,4 +1,6 @@
-//! Key strategies for Kafka records.
+//! Key strategies for Kafka records. The engine's own strategies work on a
+//! [`KafkaDelivery`] too: `KeyStrategy::Header(name)` for a header, `KeyStrategy::business`
+//! or `KeyStrategy::custom` for an extractor over the payload, `KeyStrategy::PayloadHash`.
 
 use idemq_core::KeyStrategy;
 
