@@ -168,12 +168,23 @@ impl KafkaDelivery {
             first_failure: first_failure.or(failed.then(now_ms)),
         });
         let again = self.shared.again.clone();
-        again
-            .send(Again {
-                due,
-                delivery: self,
-            })
-            .map_err(|_| KafkaError::Closed)
+        match again.send(Again {
+            due,
+            delivery: self,
+        }) {
+            Ok(()) => Ok(()),
+            // The session is gone: its next owner reads the record again.
+            Err(returned) => {
+                returned.0.delivery.forget();
+                Err(KafkaError::Closed)
+            }
+        }
+    }
+
+    /// Drops the record unsettled, leaving it to the partition's next owner: its
+    /// partition's commits stop before it.
+    pub(crate) fn forget(mut self) {
+        self.ticket = None;
     }
 
     /// Takes the parts out, leaving a shell whose drop does nothing.

@@ -464,5 +464,16 @@ impl Drop for KafkaSession {
             self.abandoned.store(true, atomic::Ordering::SeqCst);
             self.shared.closed.store(true, atomic::Ordering::SeqCst);
         }
+        // Records still waiting here never reached a handler: the next owner reads them.
+        for waiting in self.lanes.remove_held(|_| true) {
+            waiting.forget();
+        }
+        for Reverse(held) in self.held.drain() {
+            held.delivery.forget();
+        }
+        self.again_rx.close();
+        while let Ok(again) = self.again_rx.try_recv() {
+            again.delivery.forget();
+        }
     }
 }

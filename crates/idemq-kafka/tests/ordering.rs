@@ -248,3 +248,51 @@ async fn a_record_retried_in_place_keeps_its_place_in_partition_order() {
     expected.extend((4..10).map(|i| (format!("r{i}"), 1)));
     assert_eq!(runs, expected);
 }
+
+/// A handler fails while its consumer shuts down, so its record is retried in place after
+/// the session is gone: the record is left unsettled and uncommitted, and the group's next
+/// member reads it again and applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_retried_in_place_during_a_shutdown_goes_to_the_next_member() {
+    let topic = topic("ord-drain", 1).await;
+    send(&topic, [("k0".to_owned(), "r0".to_owned())]).await;
+    let group = fresh("g");
+    let store = RedisStore::connect("redis://127.0.0.1:6379")
+        .await
+        .expect("Redis at 127.0.0.1:6379 is required");
+    let scope = Scope::new(format!("kafka/{}", uuid::Uuid::new_v4().simple())).unwrap();
+    let member = |fail: bool, started: Arc<tokio::sync::Notify>| {
+        let engine = Engine::new(
+            store.clone(),
+            EngineConfig::new(scope.clone()),
+            keys::message_id(),
+        );
+        KafkaSource::new(bootstrap(), &topic, &group, RetryPolicy::default())
+            .unwrap()
+            .retries(Retries::InPlace)
+            .consumer()
+            .spawn(run(engine, move |_: &KafkaDelivery| {
+                started.notify_one();
+                async move {
+                    if fail {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        return Err("fails as its consumer shuts down".to_owned());
+                    }
+                    Ok(())
+                }
+            }))
+    };
+    let started = Arc::new(tokio::sync::Notify::new());
+    let first = member(true, started.clone());
+    within(90, "the first run", started.notified()).await;
+    first.shutdown().await;
+
+    let second = member(false, Arc::new(tokio::sync::Notify::new()));
+    within(
+        90,
+        "the record again",
+        second.stats().wait_until(|s| s.processed.get() == 1),
+    )
+    .await;
+    second.shutdown().await;
+}
