@@ -71,10 +71,10 @@ struct InPlace {
 ///   and the failure times goes to `<topic>.idemq-dlt`, then settled;
 /// - **dropped unsettled** (a handler task aborted): a copy due a second later, then
 ///   settled (in place: the record again a second later); a record whose partition was
-///   revoked meanwhile is left to the partition's next owner. After the session closed, every settle is refused with
-///   [`KafkaError::Closed`]: the record comes again to the partition's next owner. A copy
-///   that cannot be stored leaves the record unsettled: the partition's
-///   commits stop before it and the next owner gets it again.
+///   revoked meanwhile is left to the partition's next owner. After the session closed,
+///   every settle is refused with [`KafkaError::Closed`]: the record comes again to the
+///   partition's next owner. A copy that cannot be stored leaves the record unsettled:
+///   the partition's commits stop before it and the next owner gets it again.
 pub struct KafkaDelivery {
     record: OwnedMessage,
     ticket: Option<Ticket<Part>>,
@@ -159,9 +159,10 @@ impl KafkaDelivery {
         }
     }
 
-    /// Sends the record back to its session until `due`, as attempt `attempt`.
-    fn put_back(mut self, due: i64, attempt: u32, failed: bool) -> Result<(), KafkaError> {
+    /// Sends the record back to its session for `delay`, as attempt `attempt`.
+    fn put_back(mut self, delay: Duration, attempt: u32, failed: bool) -> Result<(), KafkaError> {
         self.check_open()?;
+        let due = now_ms() + duration_ms(delay);
         let first_failure = self.first_failure();
         self.in_place = Some(InPlace {
             attempt,
@@ -279,10 +280,10 @@ impl Drop for KafkaDelivery {
             return;
         }
         let copy = self.take();
+        let (again, attempt) = (Duration::from_secs(1), copy.attempt());
         if copy.shared.retries == Retries::InPlace {
-            let attempt = copy.attempt();
-            let due = now_ms() + 1000;
-            if copy.put_back(due, attempt, false).is_err() {
+            // No await needed: the session takes it back.
+            if copy.put_back(again, attempt, false).is_err() {
                 tracing::debug!(
                     "a dropped delivery's session is gone: its partition's next owner gets it"
                 );
@@ -293,10 +294,7 @@ impl Drop for KafkaDelivery {
             return;
         };
         runtime.spawn(async move {
-            let attempt = copy.attempt();
-            let set = copy.retry_headers(Duration::from_secs(1), attempt, None);
-            let topic = copy.shared.retry_topic.clone();
-            if let Err(e) = copy.move_to(&topic, &set).await {
+            if let Err(e) = copy.redeliver(again, attempt, None).await {
                 tracing::warn!(error = %e, "a dropped delivery could not be copied back: its partition waits for the next owner");
             }
         });
@@ -345,8 +343,7 @@ impl Delivery for KafkaDelivery {
         error: Option<&str>,
     ) -> Result<(), KafkaError> {
         if self.shared.retries == Retries::InPlace {
-            let due = now_ms() + duration_ms(delay);
-            return self.put_back(due, attempt, error.is_some());
+            return self.put_back(delay, attempt, error.is_some());
         }
         let set = self.retry_headers(delay, attempt, error);
         let topic = self.shared.retry_topic.clone();
