@@ -10,7 +10,7 @@ const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const DEMO: Demo = Demo {
     broker: BROKER,
     idle_exit: "3",
-    replace_killed: false,
+    replace_killed: None,
 };
 
 #[test]

@@ -5,17 +5,21 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::Demo;
 
 /// The killed process is replaced by a new one, as a deployment restarts a crashed
 /// consumer: tansu 0.6.0 drops a dead member after its session timeout (10 s) but leaves
 /// the group formed, so the survivor rejoins into the same generation and the dead member's
-/// partitions go to no one until a member joins. The idle exit outlasts the session
-/// timeout and the rebalance.
+/// partitions go to no one until a member joins. The replacement starts once the dead
+/// member is dropped (15 s: the timeout, then a survivor heartbeat, with room for load); a
+/// join before that forms a generation that still gives the dead member its partitions.
+/// The idle exit outlasts the wait and the rebalance.
 const DEMO: Demo = Demo {
     broker: "kafka://127.0.0.1:9092",
     idle_exit: "60",
-    replace_killed: true,
+    replace_killed: Some(Duration::from_secs(15)),
 };
 
 #[test]

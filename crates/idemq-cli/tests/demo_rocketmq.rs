@@ -15,7 +15,7 @@ use common::Demo;
 const DEMO: Demo = Demo {
     broker: "rocketmq://127.0.0.1:9876",
     idle_exit: "60",
-    replace_killed: false,
+    replace_killed: None,
 };
 
 #[test]
